@@ -1,0 +1,18 @@
+"""mnist-search: hyperparameter and architecture search over MNIST model families.
+
+The public Python API; the ``mnist-search`` CLI is a thin layer over it.
+"""
+
+from search.data import Mnist, Split, Tensors, load_mnist, resolve_data_dir, split_train_val
+from search.driver import TARGET, SearchOptions, open_study, run_search
+from search.errors import UserError
+from search.results import format_summary, ranked_trials, trials_table
+from search.storage import Heartbeat, open_storage
+from search.train import Diverged, TrainResult, TrainSettings, accuracy, count_params, predict, resolve_device, train
+
+__all__ = [
+    "TARGET", "Diverged", "Heartbeat", "Mnist", "SearchOptions", "Split", "Tensors", "TrainResult",
+    "TrainSettings", "UserError", "accuracy", "count_params", "format_summary", "load_mnist", "open_storage",
+    "open_study", "predict", "ranked_trials", "resolve_data_dir", "resolve_device", "run_search",
+    "split_train_val", "train", "trials_table",
+]  # fmt: skip

@@ -1,0 +1,135 @@
+"""``mnist-search``: a thin argparse layer over ``search.run_search`` and the export commands.
+
+    mnist-search --space gap_cnn --trials 100      # search (the default command)
+    mnist-search export|retrain|report|dashboard   # see `mnist-search COMMAND --help`
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+
+import optuna
+
+from search.data import DATA_ENV
+from search.driver import OBJECTIVES, PRUNERS, SAMPLERS, SearchOptions, run_search
+from search.errors import UserError
+from search.results import format_summary
+from search.storage import Heartbeat
+from spaces import SPACES
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but every usage error is one line with exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(f"{message} (see {self.prog} --help)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _add_data_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", help=f"folder holding MNIST/raw/ (default: ${DATA_ENV}, else ./data)")
+    parser.add_argument("--no-download", dest="download", action="store_false", help="never try to download MNIST")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="training device")
+
+
+def search_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="mnist-search",
+        description="Pruned Optuna search over an MNIST model family. Other commands: "
+        "export, retrain, report, dashboard (mnist-search COMMAND --help).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--space", required=True, help=f"model family: {', '.join(SPACES)}")
+    p.add_argument("--trials", type=_positive_int, default=100, help="finished trials wanted in the study, across reruns")
+    p.add_argument("--storage", help="Optuna storage: an RDB URL or a journal file path "
+                   "(default: sqlite:///studies/mnist-search.db; studies/mnist-search.journal with --jobs > 1)")  # fmt: skip
+    p.add_argument("--study-name", help="study name (default: the space, plus any budget flags)")
+    p.add_argument("--sampler", default="tpe", choices=SAMPLERS, help="Optuna sampler")
+    p.add_argument("--pruner", default="median", choices=PRUNERS, help="Optuna pruner")
+    p.add_argument("--objectives", nargs="+", default=["accuracy"], choices=OBJECTIVES,
+                   help="'accuracy', or 'accuracy params' for the Pareto front (no pruning)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="sampler seed; trial k trains with seed + k")
+    p.add_argument("--timeout", type=_positive_float, help="stop starting trials after this many seconds")
+    p.add_argument("--epochs", "--max-epochs", dest="max_epochs", type=_positive_int,
+                   help="cap on epochs per trial, within the family cap (gap_cnn: 20; others: 30)")  # fmt: skip
+    p.add_argument("--max-params", type=_positive_int, help="parameter budget, within the family cap (gap_cnn: 19,999)")
+    p.add_argument("--train-subset", type=_positive_int, help="train on only this many images (quick runs, tests)")
+    p.add_argument("--val-size", type=_positive_int, default=10_000, help="validation images carved from the 60k training set")
+    p.add_argument("--jobs", type=_positive_int, default=1, help="worker processes on this machine (and GPU)")
+    p.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--heartbeat", type=_positive_int, default=Heartbeat.interval,
+                   help="seconds between heartbeats of a running trial (RDB storages); stale after 3 missed")  # fmt: skip
+    p.add_argument("--quiet", action="store_true", help="no progress output; only the final table")
+    _add_data_flags(p)
+    return p
+
+
+def _search(argv: Sequence[str]) -> int:
+    args = search_parser().parse_args(argv)
+    options = SearchOptions(
+        space=args.space, trials=args.trials, storage=args.storage, study_name=args.study_name,
+        sampler=args.sampler, pruner=args.pruner, seed=args.seed, timeout=args.timeout,
+        max_epochs=args.max_epochs, max_params=args.max_params, objectives=tuple(args.objectives),
+        data_dir=args.data_dir, download=args.download, device=args.device,
+        train_subset=args.train_subset, val_size=args.val_size, jobs=args.jobs,
+        worker_index=args.worker_index, heartbeat=Heartbeat(args.heartbeat, 3 * args.heartbeat), quiet=args.quiet,
+    )  # fmt: skip
+    try:
+        study = run_search(options)
+    except KeyboardInterrupt:
+        print(
+            "\ninterrupted: the trial in flight is marked FAIL; run the same command again to resume",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    if options.worker_index == 0:  # workers of --jobs leave the table to their parent
+        print(format_summary(study))
+    return 0
+
+
+COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"search": _search}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Our own progress lines replace Optuna's per-trial INFO logs; heartbeats and group
+    # sampling are marked experimental but are exactly what we mean to use.
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    command = argv[0] if argv and argv[0] in COMMANDS else "search"
+    if argv and argv[0] in COMMANDS:
+        argv = argv[1:]
+    try:
+        return COMMANDS[command](argv)
+    except UserError as error:
+        print(f"mnist-search: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,344 @@
+"""The Optuna driver: create or resume a study, enqueue the seed baseline, run trials until the
+study holds ``trials`` finished ones (counted across reruns and workers)."""
+
+from __future__ import annotations
+
+import gc
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from search.data import Split, Tensors, load_mnist, resolve_data_dir, split_train_val
+from search.errors import UserError
+from search.progress import Progress
+from search.storage import Heartbeat, check_parallel_safe, default_storage, is_journal, open_storage, redact
+from search.train import Diverged, TrainSettings, count_params, resolve_device, train
+from spaces import Budget, InvalidArchitecture, Space, get_space
+
+TARGET = 0.994
+SAMPLERS = ("tpe", "random", "gp", "cmaes")
+PRUNERS = ("median", "hyperband", "sha", "none")
+OBJECTIVES = ("accuracy", "params")
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+POLL_S = 1.0
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """Everything one search run needs; the CLI flags map onto these one to one."""
+
+    space: str
+    trials: int = 100
+    storage: str | None = None
+    study_name: str | None = None
+    sampler: str = "tpe"
+    pruner: str = "median"
+    seed: int = 0
+    timeout: float | None = None
+    max_epochs: int | None = None
+    max_params: int | None = None
+    objectives: tuple[str, ...] = ("accuracy",)
+    data_dir: str | None = None
+    download: bool = True
+    device: str = "auto"
+    train_subset: int | None = None
+    val_size: int = 10_000
+    jobs: int = 1
+    worker_index: int = 0
+    heartbeat: Heartbeat = field(default_factory=Heartbeat)
+    quiet: bool = False
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    def storage_url(self) -> str:
+        return self.storage or default_storage(self.jobs)
+
+    def default_study_name(self) -> str:
+        """The space name, with any budget or subset flags, so different budgets never mix."""
+        parts = [self.space]
+        if self.max_params is not None:
+            parts.append(f"p{self.max_params}")
+        if self.max_epochs is not None:
+            parts.append(f"e{self.max_epochs}")
+        if self.train_subset is not None:
+            parts.append(f"n{self.train_subset}")
+        if self.multi_objective:
+            parts.append("pareto")
+        return "-".join(parts)
+
+    def validate(self) -> tuple[Space, Budget]:
+        if self.trials < 1:
+            raise UserError(f"--trials must be at least 1, got {self.trials}")
+        if self.jobs < 1:
+            raise UserError(f"--jobs must be at least 1, got {self.jobs}")
+        if self.sampler not in SAMPLERS:
+            raise UserError(f"unknown sampler {self.sampler!r}; choose one of: {', '.join(SAMPLERS)}")
+        if self.pruner not in PRUNERS:
+            raise UserError(f"unknown pruner {self.pruner!r}; choose one of: {', '.join(PRUNERS)}")
+        if tuple(self.objectives) not in (("accuracy",), ("accuracy", "params")):
+            raise UserError("--objectives must be 'accuracy' or 'accuracy params'")
+        if self.multi_objective and self.sampler == "cmaes":
+            raise UserError("the cmaes sampler cannot search several objectives; use tpe, random or gp")
+        if self.timeout is not None and self.timeout <= 0:
+            raise UserError(f"--timeout must be positive, got {self.timeout}")
+        space = get_space(self.space)
+        return space, space.budget(self.max_params, self.max_epochs)
+
+
+def run_search(options: SearchOptions) -> optuna.Study:
+    """Run (or resume) the study that ``options`` describe; the Python API behind the CLI."""
+    space, budget = options.validate()
+    url = options.storage_url()
+    check_parallel_safe(url, options.jobs)
+    data = _load_data(options)  # before touching storage: bad data must not leave an empty study
+    study = open_study(options, space, budget, url)
+    if options.jobs > 1:
+        _launch_workers(options, url, study.study_name)
+    else:
+        _Worker(options, space, budget, study, data).run()
+    return study
+
+
+def open_study(options: SearchOptions, space: Space, budget: Budget, url: str) -> optuna.Study:
+    """Create the study, or load it and check it was made for the same space, split and budget."""
+    storage = open_storage(url, options.heartbeat)
+    name = options.study_name or options.default_study_name()
+    directions = ["maximize", "minimize"] if options.multi_objective else ["maximize"]
+    try:
+        study = optuna.create_study(
+            storage=storage,
+            study_name=name,
+            directions=directions,
+            sampler=_sampler(options),
+            pruner=_pruner(options, budget),
+            load_if_exists=True,
+        )
+    except ValueError as error:  # directions differ from the stored study's
+        raise UserError(f"study {name!r} in {redact(url)}: {error}; pick another --study-name") from None
+    expected = {
+        "space": space.name,
+        **Split(options.val_size, 0, options.train_subset).as_attrs(),
+        "max_params": budget.max_params,
+        "max_epochs": budget.max_epochs,
+        "objectives": list(options.objectives),
+    }
+    recorded = study.user_attrs
+    if "space" not in recorded:
+        for key, value in expected.items():
+            study.set_user_attr(key, value)
+        study.set_user_attr("target", TARGET)
+        for baseline in space.baselines:
+            study.enqueue_trial(_clip_epochs(baseline, budget), user_attrs={"baseline": True})
+        return study
+    for key, value in expected.items():
+        if recorded.get(key) != value:
+            raise UserError(
+                f"study {name!r} was created with {key}={recorded.get(key)!r}, not {value!r}; "
+                "use the original flags or another --study-name"
+            )
+    return study
+
+
+def _clip_epochs(config: dict, budget: Budget) -> dict:
+    return config | {"epochs": min(config["epochs"], budget.max_epochs)}
+
+
+def _load_data(options: SearchOptions) -> tuple[Tensors, Tensors]:
+    mnist = load_mnist(resolve_data_dir(options.data_dir), download=options.download)
+    return split_train_val(mnist.train, Split(options.val_size, 0, options.train_subset))
+
+
+def _sampler(options: SearchOptions) -> optuna.samplers.BaseSampler:
+    # Each local worker gets its own seed, or all of them would propose the same configs.
+    seed = options.seed + options.worker_index
+    if options.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if options.sampler == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    if options.sampler == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    # multivariate + group model the conditional spaces; constant_liar spreads parallel workers.
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
+
+
+def _pruner(options: SearchOptions, budget: Budget) -> optuna.pruners.BasePruner:
+    if options.pruner == "none" or options.multi_objective:
+        return optuna.pruners.NopPruner()
+    if options.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=budget.max_epochs)
+    if options.pruner == "sha":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1)
+    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
+
+
+def finished_count(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+class StudyFull(Exception):
+    """Other workers finished the study while this trial waited to start."""
+
+
+class _Worker:
+    """Runs trials in this process until the study holds enough finished ones."""
+
+    def __init__(
+        self, options: SearchOptions, space: Space, budget: Budget, study: optuna.Study, data: tuple[Tensors, Tensors]
+    ) -> None:
+        self.options, self.space, self.budget, self.study = options, space, budget, study
+        self.device = resolve_device(options.device)
+        if self.device.type == "cpu" and options.jobs == 1 and os.environ.get("MNIST_SEARCH_THREADS"):
+            torch.set_num_threads(int(os.environ["MNIST_SEARCH_THREADS"]))
+        self.train_set, self.val_set = (part.to(self.device) for part in data)
+        self.progress = Progress(study, options.trials, quiet=options.quiet)
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+
+    def run(self) -> None:
+        if self.options.multi_objective and not self.options.quiet:
+            print("note: Optuna cannot prune multi-objective studies; every trial runs all its epochs")
+        deadline = None if self.options.timeout is None else time.monotonic() + self.options.timeout
+        heartbeat = not is_journal(self.options.storage_url())  # RDB storages beat; journals do not
+        while deadline is None or time.monotonic() < deadline:
+            states = [t.state for t in self.study.get_trials(deepcopy=False)]
+            done = sum(s in FINISHED for s in states)
+            if done >= self.options.trials:
+                break
+            if done + states.count(TrialState.RUNNING) >= self.options.trials:
+                time.sleep(POLL_S)  # the rest are in flight elsewhere; stay in case they fail
+                if heartbeat:
+                    optuna.storages.fail_stale_trials(self.study)
+                continue
+            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.01)
+            self.study.optimize(self._objective, n_trials=1, timeout=remaining, catch=(Exception,), gc_after_trial=False)
+        self.progress.close()
+
+    def _claim(self, trial: optuna.Trial) -> None:
+        """Start only while finished trials plus earlier-numbered running ones leave room."""
+        while True:
+            trials = self.study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+            done = sum(t.state in FINISHED for t in trials)
+            ahead = sum(t.state == TrialState.RUNNING and t.number < trial.number for t in trials)
+            if done >= self.options.trials:
+                raise StudyFull(f"study already holds {done} finished trials")
+            if done + ahead < self.options.trials:
+                return
+            time.sleep(POLL_S)
+
+    def _objective(self, trial: optuna.Trial) -> float | Sequence[float]:
+        self._claim(trial)
+        trial.set_user_attr("worker", self.worker_id)
+        trial.set_user_attr("device", str(self.device))
+        config = self.space.suggest(trial, self.budget)
+        trial.set_user_attr("config", config)
+        train_seed = self.options.seed + trial.number
+        trial.set_user_attr("train_seed", train_seed)
+        torch.manual_seed(train_seed)  # the initial weights: export + retrain reproduce them
+        try:
+            model = self.space.build(config)
+        except InvalidArchitecture as error:
+            trial.set_user_attr("pruned_reason", str(error))
+            raise optuna.TrialPruned(str(error)) from None
+        params = count_params(model)
+        trial.set_user_attr("params", params)
+        if self.budget.max_params is not None:
+            # Over-budget trials complete at once as *infeasible* (constraint > 0) instead of being
+            # pruned: TPE, GP, CMA-ES and NSGA-II read trial constraints and learn to avoid the
+            # region, and best_trial / best_trials skip infeasible trials. No training step runs.
+            trial.set_constraint("params", params - self.budget.max_params)
+            if params > self.budget.max_params:
+                trial.set_user_attr("infeasible", f"{params} parameters > budget {self.budget.max_params}")
+                self.progress.trial_done(trial.number, "INFEASIBLE", None, params)
+                return (0.0, float(params)) if self.options.multi_objective else 0.0
+        curve: list[float] = []
+
+        def on_epoch(epoch: int, accuracy: float) -> None:
+            curve.append(accuracy)
+            self.progress.epoch(trial.number, epoch, config["epochs"], accuracy)
+            if not self.options.multi_objective:
+                trial.report(accuracy, epoch)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned at epoch {epoch} with val accuracy {accuracy:.4f}")
+
+        start = time.perf_counter()
+        state = "COMPLETE"
+        try:
+            result = train(
+                model, self.train_set, self.val_set, TrainSettings.from_config(config),
+                device=self.device, seed=train_seed, on_epoch=on_epoch,
+            )  # fmt: skip
+        except optuna.TrialPruned as pruned:
+            state = "PRUNED"
+            trial.set_user_attr("pruned_reason", str(pruned))
+            raise
+        except Diverged as error:
+            state = "PRUNED"
+            trial.set_user_attr("pruned_reason", str(error))
+            raise optuna.TrialPruned(str(error)) from None
+        except Exception as error:
+            state = "FAIL"
+            trial.set_user_attr("fail_reason", f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+            raise
+        finally:
+            trial.set_user_attr("epochs_run", len(curve))
+            trial.set_user_attr("seconds", round(time.perf_counter() - start, 3))
+            trial.set_user_attr("val_accuracy_per_epoch", curve)
+            del model
+            _release_memory(self.device)
+            if state != "COMPLETE":
+                self.progress.trial_done(trial.number, state, curve[-1] if curve else None, params)
+        self.progress.trial_done(trial.number, state, result.accuracy, params)
+        if self.options.multi_objective:
+            return result.accuracy, float(params)
+        return result.accuracy
+
+
+def _release_memory(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _launch_workers(options: SearchOptions, url: str, study_name: str) -> None:
+    """``--jobs N``: N worker processes of this same CLI on one study (and one GPU, if any)."""
+    threads = max(1, (os.cpu_count() or 1) // options.jobs)  # never oversubscribe the cores
+    env = os.environ | {"OMP_NUM_THREADS": str(threads), "MNIST_SEARCH_THREADS": str(threads)}
+    worker_options = replace(options, storage=url, study_name=study_name, jobs=1)
+    processes = [
+        subprocess.Popen([sys.executable, "-m", "search.cli", *worker_argv(replace(worker_options, worker_index=i + 1))], env=env)
+        for i in range(options.jobs)
+    ]
+    try:
+        codes = [p.wait() for p in processes]
+    except KeyboardInterrupt:
+        for p in processes:
+            p.wait()
+        raise
+    if any(codes):
+        raise UserError(f"{sum(c != 0 for c in codes)} of {options.jobs} workers failed; rerun to resume")
+
+
+def worker_argv(options: SearchOptions) -> list[str]:
+    """The CLI arguments that reproduce ``options`` in a worker process."""
+    argv = ["search"]
+    defaults = SearchOptions(space=options.space)
+    for key, value in asdict(options).items():
+        if key in ("heartbeat", "download", "quiet", "objectives") or value == asdict(defaults)[key]:
+            continue
+        argv += [f"--{key.replace('_', '-')}", str(value)]
+    argv += ["--space", options.space, "--objectives", *options.objectives]
+    argv += ["--heartbeat", str(options.heartbeat.interval)]
+    if not options.download:
+        argv.append("--no-download")
+    if options.quiet:
+        argv.append("--quiet")
+    return argv

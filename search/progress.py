@@ -1,0 +1,50 @@
+"""Study progress: a tqdm bar on a terminal, one plain line per trial in logs, nothing with --quiet."""
+
+from __future__ import annotations
+
+import sys
+
+import optuna
+from optuna.trial import TrialState
+from tqdm import tqdm
+
+
+class Progress:
+    def __init__(self, study: optuna.Study, total: int, *, quiet: bool) -> None:
+        self.study, self.total, self.quiet = study, total, quiet
+        self.interactive = not quiet and sys.stderr.isatty()
+        self.bar = tqdm(total=total, initial=self._counts()[0], dynamic_ncols=True) if self.interactive else None
+
+    def _counts(self) -> tuple[int, int, int, float | None]:
+        """Finished, pruned and infeasible trial counts, and the best feasible value so far."""
+        trials = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        pruned = sum(t.state == TrialState.PRUNED for t in trials)
+        infeasible = sum("infeasible" in t.user_attrs for t in trials)
+        feasible = [t.values[0] for t in trials if t.state == TrialState.COMPLETE and "infeasible" not in t.user_attrs]
+        return len(trials), pruned, infeasible, max(feasible, default=None)
+
+    def epoch(self, number: int, epoch: int, epochs: int, accuracy: float) -> None:
+        if self.bar is not None:
+            self.bar.set_description(f"trial {number} epoch {epoch}/{epochs} val {accuracy:.4f}")
+
+    def trial_done(self, number: int, state: str, accuracy: float | None, params: int) -> None:
+        if self.quiet:
+            return
+        # This trial is not yet told to the storage: count it by hand.
+        done, pruned, infeasible, best = self._counts()
+        done += 1
+        pruned += state == "PRUNED"
+        infeasible += state == "INFEASIBLE"
+        if state == "COMPLETE" and accuracy is not None:
+            best = max(best or 0.0, accuracy)
+        status = f"pruned {pruned} · infeasible {infeasible} · best {best:.4f}" if best else f"pruned {pruned} · infeasible {infeasible}"
+        if self.bar is not None:
+            self.bar.update(done - self.bar.n)
+            self.bar.set_postfix_str(status)
+            return
+        value = f"val {accuracy:.4f}" if accuracy is not None else "val -"
+        print(f"trial {number:>4} {state:<10} {value}  params {params:>9,}  | {done}/{self.total} finished · {status}", flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -1,0 +1,70 @@
+"""The ranked table of a study's best trials against the 99.4% target."""
+
+from __future__ import annotations
+
+import optuna
+import pandas as pd
+from optuna.trial import FrozenTrial, TrialState
+
+from search.driver import TARGET
+
+
+def is_feasible(trial: FrozenTrial) -> bool:
+    return all(value <= 0 for value in trial.constraints.values())
+
+
+def ranked_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Completed, feasible trials, best validation accuracy first (fewer parameters break ties)."""
+    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if is_feasible(t)]
+    return sorted(trials, key=lambda t: (-t.values[0], t.user_attrs.get("params", 0), t.number))
+
+
+def trials_table(study: optuna.Study, top: int = 10) -> pd.DataFrame:
+    """The top trials plus every seed baseline, one row each."""
+    ranked = ranked_trials(study)
+    rows = []
+    for rank, trial in enumerate(ranked, start=1):
+        baseline = bool(trial.user_attrs.get("baseline"))
+        if rank > top and not baseline:
+            continue
+        rows.append(
+            {
+                "rank": rank,
+                "trial": trial.number,
+                "val_acc": trial.values[0],
+                "vs_target": trial.values[0] - TARGET,
+                "params": trial.user_attrs.get("params"),
+                "epochs": trial.user_attrs.get("epochs_run"),
+                "seconds": trial.user_attrs.get("seconds"),
+                "note": "seed baseline" if baseline else "",
+            }
+        )
+    return pd.DataFrame(rows, columns=["rank", "trial", "val_acc", "vs_target", "params", "epochs", "seconds", "note"])
+
+
+def state_counts(study: optuna.Study) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for trial in study.get_trials(deepcopy=False):
+        state = "INFEASIBLE" if trial.state == TrialState.COMPLETE and not is_feasible(trial) else trial.state.name
+        counts[state] = counts.get(state, 0) + 1
+    return counts
+
+
+def format_summary(study: optuna.Study, top: int = 10) -> str:
+    table = trials_table(study, top)
+    counts = " · ".join(f"{k.lower()} {v}" for k, v in sorted(state_counts(study).items()))
+    lines = [f"study {study.study_name!r}: {counts}"]
+    if table.empty:
+        lines.append("no completed feasible trial yet")
+        return "\n".join(lines)
+    shown = table.assign(
+        val_acc=table.val_acc.map("{:.2%}".format),
+        vs_target=table.vs_target.map("{:+.2%}".format),
+        params=table.params.map("{:,}".format),
+    )
+    lines.append(shown.to_string(index=False))
+    lines.append(
+        f"val_acc: the validation split carved from the training set. The {TARGET:.1%} target is a test-set "
+        "figure: `mnist-search retrain` measures it."
+    )
+    return "\n".join(lines)

@@ -1,0 +1,188 @@
+"""The one training loop: every family, every trial, every retrain goes through ``train``.
+
+The dataset lives on the device as uint8; each step gathers a batch by index, augments it
+(optionally, as batched tensor ops) and standardises it. The step loop never syncs with the host:
+the loss is summed on the device and read once per epoch, where NaN/inf ends the run.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from search.augment import random_affine
+from search.data import Tensors, normalise, standardise
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Every training hyperparameter, in one place; the keys a space may put in a config."""
+
+    epochs: int
+    batch_size: int = 128
+    optimizer: str = "adam"  # adam | adamw | sgd
+    lr: float = 1e-3
+    momentum: float = 0.9  # sgd only
+    weight_decay: float = 0.0
+    schedule: str = "none"  # none | step (StepLR per epoch) | onecycle (per step)
+    step_size: int = 5
+    gamma: float = 0.5
+    label_smoothing: float = 0.0
+    augment: float = 0.0  # 0 off; 1 = up to ±15° rotation, ±10% shift, ±10% scale
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> TrainSettings:
+        return cls(**{k: config[k] for k in TRAIN_KEYS if k in config})
+
+
+TRAIN_KEYS = frozenset(f.name for f in fields(TrainSettings))
+
+
+class Diverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class TrainResult:
+    accuracies: list[float] = field(default_factory=list)  # evaluation accuracy after each epoch
+    losses: list[float] = field(default_factory=list)  # mean training loss of each epoch
+    seconds: float = 0.0
+    images_per_second: float = 0.0
+
+    @property
+    def accuracy(self) -> float:
+        return self.accuracies[-1]
+
+
+EpochCallback = Callable[[int, float], None]
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when there is one."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        from search.errors import UserError
+
+        raise UserError("--device cuda was asked for, but no CUDA device is available; use --device auto or cpu")
+    return torch.device(name)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def train(
+    model: nn.Module,
+    train_set: Tensors,
+    eval_set: Tensors,
+    settings: TrainSettings,
+    *,
+    device: torch.device,
+    seed: int = 0,
+    on_epoch: EpochCallback | None = None,
+) -> TrainResult:
+    """Train ``model`` on ``train_set`` and evaluate on ``eval_set`` after every epoch.
+
+    ``on_epoch(epoch, accuracy)`` may raise (``optuna.TrialPruned``) to stop early.
+    """
+    torch.manual_seed(seed)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    train_set, eval_set = train_set.to(device), eval_set.to(device)
+    model = _prepare(model, device)
+    n = len(train_set)
+    batch_size = min(settings.batch_size, n)
+    steps = n // batch_size  # drop the ragged last batch: a batch of one breaks BatchNorm
+    optimizer = _optimizer(model, settings)
+    scheduler = _scheduler(optimizer, settings, steps)
+    autocast = _autocast(device)
+
+    result = TrainResult()
+    start = time.perf_counter()
+    for epoch in range(1, settings.epochs + 1):
+        model.train()
+        order = torch.randperm(n, device=device, generator=generator)
+        loss_sum = torch.zeros((), device=device)
+        for step in range(steps):
+            index = order[step * batch_size : (step + 1) * batch_size]
+            x = normalise(train_set.images[index])
+            if settings.augment > 0:
+                x = random_affine(x, settings.augment, generator)
+            x = standardise(x)
+            with autocast:
+                # For models ending in LogSoftmax (seeds 001, 004) this is exactly NLL loss:
+                # log_softmax is idempotent, so cross_entropy(log_probs) == nll_loss(log_probs).
+                loss = F.cross_entropy(model(x).float(), train_set.labels[index], label_smoothing=settings.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if settings.schedule == "onecycle":
+                scheduler.step()
+            loss_sum += loss.detach()
+        if settings.schedule == "step":
+            scheduler.step()
+        mean_loss = loss_sum.item() / steps  # the one host sync of the epoch
+        if not math.isfinite(mean_loss):
+            raise Diverged(f"training loss became {mean_loss} in epoch {epoch}")
+        result.losses.append(mean_loss)
+        result.accuracies.append(accuracy(model, eval_set, device))
+        result.seconds = time.perf_counter() - start
+        result.images_per_second = epoch * steps * batch_size / result.seconds
+        if on_epoch is not None:
+            on_epoch(epoch, result.accuracies[-1])
+    return result
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, data: Tensors, device: torch.device) -> torch.Tensor:
+    """Predicted labels for the whole set, in a few large batches."""
+    model.eval()
+    chunk = 8192 if device.type == "cuda" else 2048
+    with _autocast(device):
+        return torch.cat(
+            [model(standardise(normalise(data.images[i : i + chunk]))).argmax(1) for i in range(0, len(data), chunk)]
+        )
+
+
+def accuracy(model: nn.Module, data: Tensors, device: torch.device) -> float:
+    return (predict(model, data, device) == data.labels).sum().item() / len(data)
+
+
+def _prepare(model: nn.Module, device: torch.device) -> nn.Module:
+    model = model.to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _autocast(device: torch.device) -> torch.autocast:
+    # bf16 on CUDA: no loss scaling needed. CPU stays fp32 (bf16 is slower on most CPUs).
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def _optimizer(model: nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
+    params = model.parameters()
+    if s.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+    if s.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
+    if s.optimizer == "adam":
+        return torch.optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay)
+    raise ValueError(f"unknown optimizer {s.optimizer!r}")
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, s: TrainSettings, steps: int) -> Any:
+    if s.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=s.step_size, gamma=s.gamma)
+    if s.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=s.lr, total_steps=s.epochs * steps)
+    if s.schedule == "none":
+        return None
+    raise ValueError(f"unknown schedule {s.schedule!r}")

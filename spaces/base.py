@@ -1,0 +1,159 @@
+"""What every family module provides, and the building blocks they share.
+
+A config is one flat dict: the params Optuna suggests (model keys plus the training keys of
+``search.train.TrainSettings``). The seed baselines are configs of the same shape, so they can be
+enqueued as trial 0 and exported, retrained and compared like any other trial.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from torch import nn
+
+from search.errors import UserError
+from search.train import TRAIN_KEYS
+
+Config = dict[str, Any]
+IMAGE_SIDE = 28
+N_CLASSES = 10
+
+
+class InvalidArchitecture(ValueError):
+    """The config describes no network (for example, the feature map shrinks below 1×1)."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Hard limits a trial must respect: parameters (inclusive) and epochs."""
+
+    max_params: int | None
+    max_epochs: int
+
+
+@dataclass(frozen=True)
+class Space:
+    name: str
+    description: str
+    suggest: Callable[[optuna.Trial, Budget], Config]
+    build: Callable[[Mapping[str, Any]], nn.Module]
+    baselines: tuple[Config, ...]  # the seed documents' own configs; the first is trial 0
+    model_keys: frozenset[str]
+    max_epochs: int  # the family's cap on epochs
+    max_params: int | None = None  # the family's cap on parameters, inclusive
+
+    def budget(self, max_params: int | None = None, max_epochs: int | None = None) -> Budget:
+        """The family budget, tightened by user flags; looser than the family's cap is an error."""
+        if max_epochs is not None and not 1 <= max_epochs <= self.max_epochs:
+            raise UserError(f"--epochs {max_epochs} is outside 1..{self.max_epochs}, the cap of space {self.name!r}")
+        if max_params is not None:
+            if max_params < 1:
+                raise UserError(f"--max-params must be positive, got {max_params}")
+            if self.max_params is not None and max_params > self.max_params:
+                raise UserError(
+                    f"--max-params {max_params} is over the cap of space {self.name!r} ({self.max_params}); "
+                    "pass a smaller value"
+                )
+        return Budget(
+            max_params=max_params if max_params is not None else self.max_params,
+            max_epochs=max_epochs if max_epochs is not None else self.max_epochs,
+        )
+
+    def check_keys(self, config: Mapping[str, Any]) -> None:
+        unknown = sorted(set(config) - self.model_keys - TRAIN_KEYS)
+        if unknown:
+            raise UserError(f"config for space {self.name!r} has unknown keys: {', '.join(unknown)}")
+        if "epochs" not in config:
+            raise UserError(f"config for space {self.name!r} has no 'epochs'")
+
+
+def mlp(widths: Sequence[int], *, batch_norm: bool, dropout: float, log_softmax: bool) -> nn.Sequential:
+    """Flatten, then Linear → LeakyReLU → [BatchNorm] → [Dropout] per hidden width, then Linear to 10.
+
+    The block order is the one seeds 000 and 001 use.
+    """
+    layers: list[nn.Module] = [nn.Flatten()]
+    width_in = IMAGE_SIDE * IMAGE_SIDE
+    for width in widths:
+        layers += [nn.Linear(width_in, width), nn.LeakyReLU()]
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(width))
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        width_in = width
+    layers.append(nn.Linear(width_in, N_CLASSES))
+    if log_softmax:
+        layers.append(nn.LogSoftmax(dim=1))
+    return nn.Sequential(*layers)
+
+
+def conv_block(
+    c_in: int, c_out: int, kernel: int, *, padding: int = 0, bias: bool = True, batch_norm: bool = False, dropout: float = 0.0
+) -> list[nn.Module]:
+    """Conv → ReLU → [BatchNorm] → [Dropout], the order of seeds 002-004."""
+    layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, kernel, padding=padding, bias=bias), nn.ReLU()]
+    if batch_norm:
+        layers.append(nn.BatchNorm2d(c_out))
+    if dropout > 0:
+        layers.append(nn.Dropout(dropout))
+    return layers
+
+
+def conv_side(side: int, kernel: int, padding: int) -> int:
+    side = side + 2 * padding - kernel + 1
+    if side < 1:
+        raise InvalidArchitecture("the feature map shrinks below 1×1; use fewer blocks, padding or fewer pools")
+    return side
+
+
+def pool_side(side: int) -> int:
+    if side < 2:
+        raise InvalidArchitecture("pooling a 1×1 feature map; use fewer pools or more padding")
+    return side // 2
+
+
+def suggest_epochs(trial: optuna.Trial, budget: Budget, low: int) -> int:
+    return trial.suggest_int("epochs", min(low, budget.max_epochs), budget.max_epochs)
+
+
+def suggest_training(
+    trial: optuna.Trial,
+    budget: Budget,
+    *,
+    optimizers: Sequence[str],
+    lr: tuple[float, float],
+    batch_sizes: Sequence[int],
+    schedules: Sequence[str],
+    min_epochs: int,
+    weight_decay: tuple[float, float] | None = None,
+    label_smoothing: float = 0.0,
+    augment: bool = False,
+) -> Config:
+    """The training half of a config; conditional keys appear only where they matter."""
+    config: Config = {
+        "optimizer": _choose(trial, "optimizer", optimizers),
+        "lr": trial.suggest_float("lr", *lr, log=True),
+        "batch_size": _choose(trial, "batch_size", batch_sizes),
+        "epochs": suggest_epochs(trial, budget, min_epochs),
+        "schedule": _choose(trial, "schedule", schedules),
+    }
+    if config["optimizer"] == "sgd":
+        config["momentum"] = trial.suggest_float("momentum", 0.8, 0.95)
+    if weight_decay is not None:
+        config["weight_decay"] = trial.suggest_float("weight_decay", *weight_decay)
+    if config["schedule"] == "step":
+        config["step_size"] = trial.suggest_int("step_size", 1, 10)
+        config["gamma"] = trial.suggest_float("gamma", 0.1, 0.9)
+    if label_smoothing > 0:
+        config["label_smoothing"] = trial.suggest_float("label_smoothing", 0.0, label_smoothing)
+    if augment:
+        config["augment"] = trial.suggest_float("augment", 0.0, 1.0)
+    return config
+
+
+def _choose(trial: optuna.Trial, name: str, choices: Sequence[Any]) -> Any:
+    # A single choice is a constant: keep it out of the search space and out of importances.
+    return choices[0] if len(choices) == 1 else trial.suggest_categorical(name, list(choices))

@@ -1,0 +1,89 @@
+"""The Optuna driver through the Python API: baselines, budgets, pruning, resuming."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+import search.driver
+from search import SearchOptions, run_search
+from search.driver import open_study
+from search.errors import UserError
+from spaces import get_space
+
+
+def options(tmp_path, data_dir, **overrides) -> SearchOptions:
+    base = dict(
+        space="ffn", trials=3, storage=f"sqlite:///{tmp_path}/s.db", max_epochs=1, train_subset=1000,
+        val_size=1000, data_dir=str(data_dir), download=False, device="cpu", quiet=True,
+    )  # fmt: skip
+    return SearchOptions(**(base | overrides))
+
+
+def test_trial_0_is_the_seed_config_and_records_its_measurements(tmp_path, data_dir):
+    study = run_search(options(tmp_path, data_dir))
+    trial0 = study.trials[0]
+    seed = get_space("ffn").baselines[0]
+    assert trial0.user_attrs["baseline"] is True
+    assert trial0.user_attrs["config"] == seed | {"epochs": 1}
+    assert trial0.user_attrs["params"] == 53_962
+    assert trial0.user_attrs["epochs_run"] == 1
+    assert trial0.user_attrs["device"] == "cpu"
+    assert trial0.user_attrs["seconds"] > 0
+    assert trial0.intermediate_values == {1: trial0.value}
+    assert study.user_attrs["val_size"] == 1000 and study.user_attrs["space"] == "ffn"
+
+
+def test_rerun_resumes_the_same_study(tmp_path, data_dir):
+    first = run_search(options(tmp_path, data_dir, trials=2))
+    again = run_search(options(tmp_path, data_dir, trials=4))
+    assert again.study_name == first.study_name
+    trials = again.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+    assert len(trials) == 4
+    assert sum(bool(t.user_attrs.get("baseline")) for t in again.trials) == 1
+
+
+def test_over_budget_config_is_infeasible_without_a_training_step(tmp_path, data_dir, monkeypatch):
+    calls = []
+    real_train = search.driver.train
+    monkeypatch.setattr(search.driver, "train", lambda *a, **k: calls.append(1) or real_train(*a, **k))
+    study = run_search(options(tmp_path, data_dir, space="gap_cnn", trials=1, max_params=5000))
+    trial0 = study.trials[0]
+    assert trial0.user_attrs["baseline"] and trial0.user_attrs["params"] == 14_320
+    assert trial0.constraints == {"params": 14_320 - 5000}
+    assert "infeasible" in trial0.user_attrs and "epochs_run" not in trial0.user_attrs
+    assert calls == []
+    with pytest.raises(ValueError):  # Optuna skips infeasible trials when picking the best
+        _ = study.best_trial
+
+
+def test_hopeless_configs_are_pruned(tmp_path, data_dir):
+    opts = options(tmp_path, data_dir, trials=8, max_epochs=4, train_subset=2000, pruner="median")
+    space, budget = opts.validate()
+    study = open_study(opts, space, budget, opts.storage_url())
+    good = space.baselines[0] | {"epochs": 4, "lr": 3e-3}
+    hopeless = good | {"n_hidden": 1, "width_0": 16, "lr": 1e-4, "dropout": 0.5, "batch_size": 512}
+    for config in [good] * 4 + [hopeless] * 3:
+        study.enqueue_trial({k: v for k, v in config.items() if k != "optimizer"})
+    study = run_search(opts)
+    pruned = study.get_trials(states=(TrialState.PRUNED,))
+    assert len(pruned) >= 2
+    assert all("pruned at epoch" in t.user_attrs["pruned_reason"] for t in pruned)
+    assert all(t.user_attrs["epochs_run"] < 4 for t in pruned)
+
+
+def test_study_of_another_space_is_refused_and_left_untouched(tmp_path, data_dir):
+    run_search(options(tmp_path, data_dir, trials=1, study_name="mine"))
+    with pytest.raises(UserError, match="space='ffn'|created with space"):
+        run_search(options(tmp_path, data_dir, space="fcn", trials=2, study_name="mine"))
+    study = optuna.load_study(study_name="mine", storage=f"sqlite:///{tmp_path}/s.db")
+    assert len(study.trials) == 1
+
+
+def test_multi_objective_records_accuracy_and_params(tmp_path, data_dir):
+    study = run_search(options(tmp_path, data_dir, trials=2, objectives=("accuracy", "params")))
+    assert len(study.directions) == 2
+    trial0 = study.trials[0]
+    assert trial0.values[1] == 53_962
+    assert trial0.user_attrs["val_accuracy_per_epoch"] == [trial0.values[0]]

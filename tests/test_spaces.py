@@ -1,0 +1,91 @@
+"""Each family: the seed baseline reproduces the seed's network, and the space builds what it suggests."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+import torch
+
+from search.errors import UserError
+from search.train import TRAIN_KEYS, count_params
+from spaces import SPACES, InvalidArchitecture, get_space
+from spaces.fcn import hidden_widths
+
+# Parameter counts of the seed documents' networks (seed 004 prints its summary: 14,320).
+SEED_PARAMS = {"ffn": [53_962], "fcn": [2_076_749], "cnn": [34_826, 93_322], "gap_cnn": [14_320]}
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_baselines_have_the_seed_parameter_counts(name):
+    space = SPACES[name]
+    assert [count_params(space.build(b)) for b in space.baselines] == SEED_PARAMS[name]
+
+
+def test_fcn_widths_step_evenly_from_784_to_10_as_in_seed_001():
+    assert hidden_widths(10) == [707, 630, 553, 476, 399, 322, 245, 168, 91]
+
+
+def test_gap_cnn_baseline_is_seed_004_layer_by_layer():
+    model = get_space("gap_cnn").build(get_space("gap_cnn").baselines[0])
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size[0]) for c in convs] == [
+        (1, 16, 3), (16, 16, 3), (16, 16, 3), (16, 32, 3), (32, 16, 3), (16, 10, 1)
+    ]  # fmt: skip
+    assert all(c.bias is None for c in convs)
+    assert isinstance(model[-1], torch.nn.LogSoftmax)
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_suggest_reproduces_each_baseline(name):
+    """The baseline is a point of the space: enqueued as trial 0, it yields exactly the seed config."""
+    space = SPACES[name]
+    budget = space.budget()
+    for baseline in space.baselines:
+        trial = optuna.trial.FixedTrial({k: v for k, v in baseline.items()})
+        assert space.suggest(trial, budget) == baseline
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_suggested_configs_build_and_run_forward(name):
+    space = SPACES[name]
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    built = 0
+    for _ in range(15):
+        trial = study.ask()
+        config = space.suggest(trial, space.budget())
+        space.check_keys(config)
+        assert 1 <= config["epochs"] <= space.max_epochs
+        assert set(config) - space.model_keys <= TRAIN_KEYS
+        try:
+            model = space.build(config)
+        except InvalidArchitecture:
+            continue
+        model.eval()
+        assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+        built += 1
+        study.tell(trial, 0.0)
+    assert built > 5
+
+
+def test_epoch_cap_limits_suggestions():
+    space = get_space("gap_cnn")
+    budget = space.budget(max_epochs=3)
+    study = optuna.create_study()
+    for _ in range(5):
+        assert space.suggest(study.ask(), budget)["epochs"] <= 3
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [({"max_epochs": 21}, "outside 1..20"), ({"max_params": 20_000}, "over the cap"), ({"max_epochs": 0}, "outside")],
+)
+def test_budget_flags_cannot_loosen_the_family_cap(flags, message):
+    with pytest.raises(UserError, match=message):
+        get_space("gap_cnn").budget(**flags)
+
+
+def test_unknown_space_and_unknown_keys_are_user_errors():
+    with pytest.raises(UserError, match="unknown space"):
+        get_space("resnet")
+    with pytest.raises(UserError, match="unknown keys: colour"):
+        get_space("ffn").check_keys(get_space("ffn").baselines[0] | {"colour": "red"})
