@@ -11,8 +11,28 @@ from search.storage import Heartbeat, open_storage
 from search.train import Diverged, TrainResult, TrainSettings, accuracy, count_params, predict, resolve_device, train
 
 __all__ = [
-    "TARGET", "Diverged", "Heartbeat", "Mnist", "SearchOptions", "Split", "Tensors", "TrainResult",
-    "TrainSettings", "UserError", "accuracy", "count_params", "format_summary", "load_mnist", "open_storage",
-    "open_study", "predict", "ranked_trials", "resolve_data_dir", "resolve_device", "run_search",
-    "split_train_val", "train", "trials_table",
-]  # fmt: skip
+    "TARGET",
+    "Diverged",
+    "Heartbeat",
+    "Mnist",
+    "SearchOptions",
+    "Split",
+    "Tensors",
+    "TrainResult",
+    "TrainSettings",
+    "UserError",
+    "accuracy",
+    "count_params",
+    "format_summary",
+    "load_mnist",
+    "open_storage",
+    "open_study",
+    "predict",
+    "ranked_trials",
+    "resolve_data_dir",
+    "resolve_device",
+    "run_search",
+    "split_train_val",
+    "train",
+    "trials_table",
+]

@@ -1,7 +1,7 @@
 """``mnist-search``: a thin argparse layer over ``search.run_search`` and the export commands.
 
-    mnist-search --space gap_cnn --trials 100      # search (the default command)
-    mnist-search export|retrain|report|dashboard   # see `mnist-search COMMAND --help`
+mnist-search --space gap_cnn --trials 100      # search (the default command)
+mnist-search export|retrain|report|dashboard   # see `mnist-search COMMAND --help`
 """
 
 from __future__ import annotations
@@ -65,25 +65,46 @@ def search_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--space", required=True, help=f"model family: {', '.join(SPACES)}")
-    p.add_argument("--trials", type=_positive_int, default=100, help="finished trials wanted in the study, across reruns")
-    p.add_argument("--storage", help="Optuna storage: an RDB URL or a journal file path "
-                   "(default: sqlite:///studies/mnist-search.db; studies/mnist-search.journal with --jobs > 1)")  # fmt: skip
+    p.add_argument(
+        "--trials", type=_positive_int, default=100, help="finished trials wanted in the study, across reruns"
+    )
+    p.add_argument(
+        "--storage",
+        help="Optuna storage: an RDB URL or a journal file path "
+        "(default: sqlite:///studies/mnist-search.db; studies/mnist-search.journal with --jobs > 1)",
+    )
     p.add_argument("--study-name", help="study name (default: the space, plus any budget flags)")
     p.add_argument("--sampler", default="tpe", choices=SAMPLERS, help="Optuna sampler")
     p.add_argument("--pruner", default="median", choices=PRUNERS, help="Optuna pruner")
-    p.add_argument("--objectives", nargs="+", default=["accuracy"], choices=OBJECTIVES,
-                   help="'accuracy', or 'accuracy params' for the Pareto front (no pruning)")  # fmt: skip
+    p.add_argument(
+        "--objectives",
+        nargs="+",
+        default=["accuracy"],
+        choices=OBJECTIVES,
+        help="'accuracy', or 'accuracy params' for the Pareto front (no pruning)",
+    )
     p.add_argument("--seed", type=int, default=0, help="sampler seed; trial k trains with seed + k")
     p.add_argument("--timeout", type=_positive_float, help="stop starting trials after this many seconds")
-    p.add_argument("--epochs", "--max-epochs", dest="max_epochs", type=_positive_int,
-                   help="cap on epochs per trial, within the family cap (gap_cnn: 20; others: 30)")  # fmt: skip
+    p.add_argument(
+        "--epochs",
+        "--max-epochs",
+        dest="max_epochs",
+        type=_positive_int,
+        help="cap on epochs per trial, within the family cap (gap_cnn: 20; others: 30)",
+    )
     p.add_argument("--max-params", type=_positive_int, help="parameter budget, within the family cap (gap_cnn: 19,999)")
     p.add_argument("--train-subset", type=_positive_int, help="train on only this many images (quick runs, tests)")
-    p.add_argument("--val-size", type=_positive_int, default=10_000, help="validation images carved from the 60k training set")
+    p.add_argument(
+        "--val-size", type=_positive_int, default=10_000, help="validation images carved from the 60k training set"
+    )
     p.add_argument("--jobs", type=_positive_int, default=1, help="worker processes on this machine (and GPU)")
     p.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
-    p.add_argument("--heartbeat", type=_positive_int, default=Heartbeat.interval,
-                   help="seconds between heartbeats of a running trial (RDB storages); stale after 3 missed")  # fmt: skip
+    p.add_argument(
+        "--heartbeat",
+        type=_positive_int,
+        default=Heartbeat.interval,
+        help="seconds between heartbeats of a running trial (RDB storages); stale after 3 missed",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress output; only the final table")
     _add_data_flags(p)
     return p
@@ -92,13 +113,27 @@ def search_parser() -> argparse.ArgumentParser:
 def _search(argv: Sequence[str]) -> int:
     args = search_parser().parse_args(argv)
     options = SearchOptions(
-        space=args.space, trials=args.trials, storage=args.storage, study_name=args.study_name,
-        sampler=args.sampler, pruner=args.pruner, seed=args.seed, timeout=args.timeout,
-        max_epochs=args.max_epochs, max_params=args.max_params, objectives=tuple(args.objectives),
-        data_dir=args.data_dir, download=args.download, device=args.device,
-        train_subset=args.train_subset, val_size=args.val_size, jobs=args.jobs,
-        worker_index=args.worker_index, heartbeat=Heartbeat(args.heartbeat, 3 * args.heartbeat), quiet=args.quiet,
-    )  # fmt: skip
+        space=args.space,
+        trials=args.trials,
+        storage=args.storage,
+        study_name=args.study_name,
+        sampler=args.sampler,
+        pruner=args.pruner,
+        seed=args.seed,
+        timeout=args.timeout,
+        max_epochs=args.max_epochs,
+        max_params=args.max_params,
+        objectives=tuple(args.objectives),
+        data_dir=args.data_dir,
+        download=args.download,
+        device=args.device,
+        train_subset=args.train_subset,
+        val_size=args.val_size,
+        jobs=args.jobs,
+        worker_index=args.worker_index,
+        heartbeat=Heartbeat(args.heartbeat, 3 * args.heartbeat),
+        quiet=args.quiet,
+    )
     try:
         study = run_search(options)
     except KeyboardInterrupt:

@@ -219,7 +219,9 @@ class _Worker:
                     optuna.storages.fail_stale_trials(self.study)
                 continue
             remaining = None if deadline is None else max(deadline - time.monotonic(), 0.01)
-            self.study.optimize(self._objective, n_trials=1, timeout=remaining, catch=(Exception,), gc_after_trial=False)
+            self.study.optimize(
+                self._objective, n_trials=1, timeout=remaining, catch=(Exception,), gc_after_trial=False
+            )
         self.progress.close()
 
     def _claim(self, trial: optuna.Trial) -> None:
@@ -273,9 +275,14 @@ class _Worker:
         state = "COMPLETE"
         try:
             result = train(
-                model, self.train_set, self.val_set, TrainSettings.from_config(config),
-                device=self.device, seed=train_seed, on_epoch=on_epoch,
-            )  # fmt: skip
+                model,
+                self.train_set,
+                self.val_set,
+                TrainSettings.from_config(config),
+                device=self.device,
+                seed=train_seed,
+                on_epoch=on_epoch,
+            )
         except optuna.TrialPruned as pruned:
             state = "PRUNED"
             trial.set_user_attr("pruned_reason", str(pruned))
@@ -286,7 +293,9 @@ class _Worker:
             raise optuna.TrialPruned(str(error)) from None
         except Exception as error:
             state = "FAIL"
-            trial.set_user_attr("fail_reason", f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+            trial.set_user_attr(
+                "fail_reason", f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            )
             raise
         finally:
             trial.set_user_attr("epochs_run", len(curve))
@@ -314,7 +323,9 @@ def _launch_workers(options: SearchOptions, url: str, study_name: str) -> None:
     env = os.environ | {"OMP_NUM_THREADS": str(threads), "MNIST_SEARCH_THREADS": str(threads)}
     worker_options = replace(options, storage=url, study_name=study_name, jobs=1)
     processes = [
-        subprocess.Popen([sys.executable, "-m", "search.cli", *worker_argv(replace(worker_options, worker_index=i + 1))], env=env)
+        subprocess.Popen(
+            [sys.executable, "-m", "search.cli", *worker_argv(replace(worker_options, worker_index=i + 1))], env=env
+        )
         for i in range(options.jobs)
     ]
     try:

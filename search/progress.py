@@ -37,13 +37,20 @@ class Progress:
         infeasible += state == "INFEASIBLE"
         if state == "COMPLETE" and accuracy is not None:
             best = max(best or 0.0, accuracy)
-        status = f"pruned {pruned} · infeasible {infeasible} · best {best:.4f}" if best else f"pruned {pruned} · infeasible {infeasible}"
+        status = (
+            f"pruned {pruned} · infeasible {infeasible} · best {best:.4f}"
+            if best
+            else f"pruned {pruned} · infeasible {infeasible}"
+        )
         if self.bar is not None:
             self.bar.update(done - self.bar.n)
             self.bar.set_postfix_str(status)
             return
         value = f"val {accuracy:.4f}" if accuracy is not None else "val -"
-        print(f"trial {number:>4} {state:<10} {value}  params {params:>9,}  | {done}/{self.total} finished · {status}", flush=True)
+        print(
+            f"trial {number:>4} {state:<10} {value}  params {params:>9,}  | {done}/{self.total} finished · {status}",
+            flush=True,
+        )
 
     def close(self) -> None:
         if self.bar is not None:

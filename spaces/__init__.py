@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from search.errors import UserError
 from spaces import cnn, fcn, ffn, gap_cnn
 from spaces.base import Budget, Config, InvalidArchitecture, Space
-from search.errors import UserError
 
 SPACES: dict[str, Space] = {module.SPACE.name: module.SPACE for module in (ffn, fcn, cnn, gap_cnn)}
 

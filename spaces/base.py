@@ -91,7 +91,14 @@ def mlp(widths: Sequence[int], *, batch_norm: bool, dropout: float, log_softmax:
 
 
 def conv_block(
-    c_in: int, c_out: int, kernel: int, *, padding: int = 0, bias: bool = True, batch_norm: bool = False, dropout: float = 0.0
+    c_in: int,
+    c_out: int,
+    kernel: int,
+    *,
+    padding: int = 0,
+    bias: bool = True,
+    batch_norm: bool = False,
+    dropout: float = 0.0,
 ) -> list[nn.Module]:
     """Conv → ReLU → [BatchNorm] → [Dropout], the order of seeds 002-004."""
     layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, kernel, padding=padding, bias=bias), nn.ReLU()]

@@ -65,15 +65,39 @@ def build(config: Mapping[str, Any]) -> nn.Module:
 
 
 SEED_002: Config = {
-    "n_blocks": 2, "filters_0": 32, "pool_0": True, "filters_1": 64, "pool_1": True,
-    "kernel": 3, "padding": "valid", "head_width": 0, "dropout": 0.0,
-    "optimizer": "adam", "lr": 1e-4, "batch_size": 512, "epochs": 30, "schedule": "none",
-}  # fmt: skip
+    "n_blocks": 2,
+    "filters_0": 32,
+    "pool_0": True,
+    "filters_1": 64,
+    "pool_1": True,
+    "kernel": 3,
+    "padding": "valid",
+    "head_width": 0,
+    "dropout": 0.0,
+    "optimizer": "adam",
+    "lr": 1e-4,
+    "batch_size": 512,
+    "epochs": 30,
+    "schedule": "none",
+}
 SEED_003: Config = {
-    "n_blocks": 3, "filters_0": 32, "pool_0": True, "filters_1": 64, "pool_1": True,
-    "filters_2": 64, "pool_2": False, "kernel": 3, "padding": "valid", "head_width": 64, "dropout": 0.0,
-    "optimizer": "adam", "lr": 0.01, "batch_size": 64, "epochs": 10, "schedule": "none",
-}  # fmt: skip
+    "n_blocks": 3,
+    "filters_0": 32,
+    "pool_0": True,
+    "filters_1": 64,
+    "pool_1": True,
+    "filters_2": 64,
+    "pool_2": False,
+    "kernel": 3,
+    "padding": "valid",
+    "head_width": 64,
+    "dropout": 0.0,
+    "optimizer": "adam",
+    "lr": 0.01,
+    "batch_size": 64,
+    "epochs": 10,
+    "schedule": "none",
+}
 
 SPACE = Space(
     name="cnn",

@@ -46,9 +46,15 @@ def build(config: Mapping[str, Any]) -> nn.Module:
 
 
 SEED_001: Config = {
-    "n_layers": 10, "batch_norm": True, "dropout": 0.0,
-    "optimizer": "adam", "lr": 1e-3, "batch_size": 256, "epochs": 10, "schedule": "none",
-}  # fmt: skip
+    "n_layers": 10,
+    "batch_norm": True,
+    "dropout": 0.0,
+    "optimizer": "adam",
+    "lr": 1e-3,
+    "batch_size": 256,
+    "epochs": 10,
+    "schedule": "none",
+}
 
 SPACE = Space(
     name="fcn",

@@ -43,10 +43,21 @@ def build(config: Mapping[str, Any]) -> nn.Module:
 
 
 SEED_000: Config = {
-    "n_hidden": 3, "width_0": 64, "width_1": 32, "width_2": 32, "batch_norm": True, "dropout": 0.2,
-    "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.02, "batch_size": 64, "epochs": 20,
-    "schedule": "step", "step_size": 5, "gamma": 0.5,
-}  # fmt: skip
+    "n_hidden": 3,
+    "width_0": 64,
+    "width_1": 32,
+    "width_2": 32,
+    "batch_norm": True,
+    "dropout": 0.2,
+    "optimizer": "adam",
+    "lr": 1e-3,
+    "weight_decay": 0.02,
+    "batch_size": 64,
+    "epochs": 20,
+    "schedule": "step",
+    "step_size": 5,
+    "gamma": 0.5,
+}
 
 SPACE = Space(
     name="ffn",

@@ -20,8 +20,16 @@ import optuna
 from torch import nn
 
 from spaces.base import (
-    IMAGE_SIDE, N_CLASSES, Budget, Config, Space, conv_block, conv_side, pool_side, suggest_training,
-)  # fmt: skip
+    IMAGE_SIDE,
+    N_CLASSES,
+    Budget,
+    Config,
+    Space,
+    conv_block,
+    conv_side,
+    pool_side,
+    suggest_training,
+)
 
 MAX_BLOCKS = 4
 POOLS = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d}
@@ -62,7 +70,9 @@ def build(config: Mapping[str, Any]) -> nn.Module:
     def block(width: int, kernel: int, block_dropout: float) -> None:
         nonlocal channels, side
         pad = padding if kernel > 1 else 0
-        layers.extend(conv_block(channels, width, kernel, padding=pad, bias=False, batch_norm=True, dropout=block_dropout))
+        layers.extend(
+            conv_block(channels, width, kernel, padding=pad, bias=False, batch_norm=True, dropout=block_dropout)
+        )
         channels, side = width, conv_side(side, kernel, pad)
 
     for i in range(config["stage1_blocks"]):
@@ -85,13 +95,28 @@ def build(config: Mapping[str, Any]) -> nn.Module:
 
 
 SEED_004: Config = {
-    "stage1_blocks": 3, "stage1_width_0": 16, "stage1_width_1": 16, "stage1_width_2": 16,
-    "pool": "avg", "transition_width": 0,
-    "stage2_blocks": 2, "stage2_width_0": 32, "stage2_width_1": 16,
-    "padding": "valid", "dropout": 0.1, "head_hidden": 0,
-    "optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "batch_size": 128, "epochs": 19,
-    "schedule": "none", "weight_decay": 0.0, "label_smoothing": 0.0, "augment": 0.0,
-}  # fmt: skip
+    "stage1_blocks": 3,
+    "stage1_width_0": 16,
+    "stage1_width_1": 16,
+    "stage1_width_2": 16,
+    "pool": "avg",
+    "transition_width": 0,
+    "stage2_blocks": 2,
+    "stage2_width_0": 32,
+    "stage2_width_1": 16,
+    "padding": "valid",
+    "dropout": 0.1,
+    "head_hidden": 0,
+    "optimizer": "sgd",
+    "lr": 0.01,
+    "momentum": 0.9,
+    "batch_size": 128,
+    "epochs": 19,
+    "schedule": "none",
+    "weight_decay": 0.0,
+    "label_smoothing": 0.0,
+    "augment": 0.0,
+}
 
 SPACE = Space(
     name="gap_cnn",

@@ -38,5 +38,9 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subpro
     env = os.environ | {DATA_ENV: str(DATA_DIR), "PYTHONPATH": str(REPO)}
     return subprocess.run(
         [sys.executable, "-m", "search.cli", *args],
-        cwd=cwd or REPO, env=env, capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
+        cwd=cwd or REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

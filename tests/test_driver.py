@@ -15,9 +15,17 @@ from spaces import get_space
 
 def options(tmp_path, data_dir, **overrides) -> SearchOptions:
     base = dict(
-        space="ffn", trials=3, storage=f"sqlite:///{tmp_path}/s.db", max_epochs=1, train_subset=1000,
-        val_size=1000, data_dir=str(data_dir), download=False, device="cpu", quiet=True,
-    )  # fmt: skip
+        space="ffn",
+        trials=3,
+        storage=f"sqlite:///{tmp_path}/s.db",
+        max_epochs=1,
+        train_subset=1000,
+        val_size=1000,
+        data_dir=str(data_dir),
+        download=False,
+        device="cpu",
+        quiet=True,
+    )
     return SearchOptions(**(base | overrides))
 
 

@@ -29,8 +29,13 @@ def test_gap_cnn_baseline_is_seed_004_layer_by_layer():
     model = get_space("gap_cnn").build(get_space("gap_cnn").baselines[0])
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     assert [(c.in_channels, c.out_channels, c.kernel_size[0]) for c in convs] == [
-        (1, 16, 3), (16, 16, 3), (16, 16, 3), (16, 32, 3), (32, 16, 3), (16, 10, 1)
-    ]  # fmt: skip
+        (1, 16, 3),
+        (16, 16, 3),
+        (16, 16, 3),
+        (16, 32, 3),
+        (32, 16, 3),
+        (16, 10, 1),
+    ]
     assert all(c.bias is None for c in convs)
     assert isinstance(model[-1], torch.nn.LogSoftmax)
 

@@ -1,0 +1,191 @@
+"""Training-loop benchmark: the seed documents' DataLoader loop against mnist-search's loop.
+
+In one run, on one device, it trains the same config (default: seed 004's GAP CNN) with
+  1. the seed-style loop: Dataset + DataLoader + per-sample PIL ToTensor/Normalize, batch 128,
+     with 1 and 4 loader workers (what seed 004 does, plus the usual speed-up);
+  2. the project's loop (search.train.train): uint8 data resident on the device, indexed batches;
+  3. the project's loop in N concurrent processes (what `mnist-search --jobs N` does),
+and prints seconds per epoch, trials per hour and ratios against the seed-style loop.
+
+    python bench/bench_loop.py --space gap_cnn --epochs 2 --jobs 4 --out docs/bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import statistics
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms
+
+from search.data import MEAN, STD, Tensors, load_mnist, resolve_data_dir
+from search.train import TrainSettings, resolve_device, train
+from spaces import get_space
+
+
+class SeedStyleMnist(Dataset):
+    """What torchvision's MNIST dataset does per sample: a PIL image, then the transforms."""
+
+    def __init__(self, data: Tensors) -> None:
+        self.images, self.labels = data.images.numpy(), data.labels.numpy()
+        self.transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.transform(Image.fromarray(self.images[i], mode="L")), int(self.labels[i])
+
+
+def seed_style_epoch_seconds(config: dict, data: Tensors, device: torch.device, workers: int, epochs: int) -> float:
+    """Seed 004's loop: SGD step per DataLoader batch, loss.item() for the progress bar."""
+    space = get_space(config["space"])
+    model = space.build(config).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=config["lr"], momentum=0.9)
+    loader = DataLoader(
+        SeedStyleMnist(data),
+        batch_size=config["batch_size"],
+        shuffle=True,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+    )
+    times = []
+    for _ in range(epochs + 1):  # the first epoch warms up (worker start, cuDNN autotune)
+        start = time.perf_counter()
+        model.train()
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            optimizer.step()
+            loss.item()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[1:])
+
+
+def project_epoch_seconds(config: dict, data: Tensors, val: Tensors, device: torch.device, epochs: int) -> float:
+    """Seconds per epoch of search.train.train's training steps (the validation pass excluded)."""
+    space = get_space(config["space"])
+    train(space.build(config), data, val, TrainSettings.from_config(config | {"epochs": 1}), device=device)  # warm-up
+    settings = TrainSettings.from_config(config | {"epochs": epochs})
+    return train(space.build(config), data, val, settings, device=device).train_seconds / epochs
+
+
+def _job(args: tuple) -> float:
+    config, data_dir, n_train, device_name, epochs, barrier, threads = args
+    device = resolve_device(device_name)
+    torch.set_num_threads(threads)  # as --jobs does: the cores shared out, never oversubscribed
+    data, val = _data(data_dir, n_train)
+    space = get_space(config["space"])
+    train(space.build(config), data, val, TrainSettings.from_config(config | {"epochs": 1}), device=device)
+    barrier.wait()
+    start = time.perf_counter()
+    train(space.build(config), data, val, TrainSettings.from_config(config | {"epochs": epochs}), device=device)
+    return time.perf_counter() - start
+
+
+def _job_entry(args: tuple, queue: mp.Queue) -> None:
+    queue.put(_job(args))
+
+
+def jobs_seconds_per_trial(config: dict, data_dir: str | None, n_train: int, device: str, epochs: int, jobs: int):
+    """Wall seconds for ``jobs`` concurrent processes to each train one trial of ``epochs``."""
+    ctx = mp.get_context("spawn")
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    barrier, queue = ctx.Barrier(jobs + 1), ctx.Queue()
+    procs = [
+        ctx.Process(target=_job_entry, args=((config, data_dir, n_train, device, epochs, barrier, threads), queue))
+        for _ in range(jobs)
+    ]
+    for p in procs:
+        p.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for _ in procs:
+        queue.get()
+    wall = time.perf_counter() - start
+    for p in procs:
+        p.join()
+    return wall
+
+
+def _data(data_dir: str | None, n_train: int) -> tuple[Tensors, Tensors]:
+    mnist = load_mnist(resolve_data_dir(data_dir), download=False)
+    index = torch.arange(n_train)
+    # A small validation set keeps the per-epoch evaluation out of the way of the training timings.
+    return mnist.train.select(index), mnist.train.select(torch.arange(58_000, 60_000))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--space", default="gap_cnn")
+    p.add_argument("--batch-size", type=int, help="override the seed config's batch size for the project loop")
+    p.add_argument("--epochs", type=int, default=2, help="timed epochs per measurement")
+    p.add_argument("--train-images", type=int, default=58_000)
+    p.add_argument("--jobs", type=int, default=4)
+    p.add_argument("--loader-workers", type=int, nargs="+", default=[1, 4])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--data-dir")
+    p.add_argument("--out", help="write the measurements as JSON here")
+    args = p.parse_args()
+
+    device = resolve_device(args.device)
+    config = get_space(args.space).baselines[0] | {"space": args.space}
+    data, val = _data(args.data_dir, args.train_images)
+    if device.type == "cpu":
+        torch.set_num_threads(torch.get_num_threads())
+    rows = []
+    for workers in args.loader_workers:
+        s = seed_style_epoch_seconds(config, data, device, workers, args.epochs)
+        rows.append(
+            {"loop": f"seed-style DataLoader, batch {config['batch_size']}, {workers} workers", "s_per_epoch": s}
+        )
+    baseline = rows[0]["s_per_epoch"]
+    batch_sizes = [config["batch_size"]] + ([args.batch_size] if args.batch_size else [])
+    for bs in batch_sizes:
+        s = project_epoch_seconds(config | {"batch_size": bs}, data, val, device, args.epochs)
+        rows.append({"loop": f"mnist-search loop, batch {bs}", "s_per_epoch": s})
+    epochs_per_trial = config["epochs"]
+    for row in rows:
+        row["trials_per_hour"] = 3600 / (row["s_per_epoch"] * epochs_per_trial)
+    if args.jobs > 1:
+        one = jobs_seconds_per_trial(config, args.data_dir, args.train_images, args.device, args.epochs, 1)
+        many = jobs_seconds_per_trial(config, args.data_dir, args.train_images, args.device, args.epochs, args.jobs)
+        for jobs, wall in ((1, one), (args.jobs, many)):
+            rows.append(
+                {
+                    "loop": f"mnist-search loop, {jobs} process(es) at once, batch {config['batch_size']}",
+                    "s_per_epoch": wall / args.epochs / jobs,
+                    "trials_per_hour": 3600 * jobs / (wall / args.epochs * epochs_per_trial),
+                }
+            )
+    for row in rows:
+        row["speedup_vs_seed_loop"] = baseline / row["s_per_epoch"]
+    name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({platform.processor() or 'x86_64'})"
+    print(f"# {args.space} seed config, {len(data):,} training images/epoch, {name}, torch {torch.__version__}")
+    print(f"| loop | s/epoch | trials/hour ({epochs_per_trial} epochs) | × seed loop |")
+    print("| --- | --- | --- | --- |")
+    for row in rows:
+        cells = [row["loop"], f"{row['s_per_epoch']:.3f}", f"{row['trials_per_hour']:.0f}"]
+        print("| " + " | ".join(cells + [f"{row['speedup_vs_seed_loop']:.1f}"]) + " |")
+    if args.out:
+        meta = {"device": name, "torch": torch.__version__, "date": date.today().isoformat(), "args": vars(args)}
+        Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
