@@ -10,14 +10,18 @@ import argparse
 import sys
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import optuna
 
+from search.dashboard import ARTIFACTS_DIR, serve_dashboard
 from search.data import DATA_ENV
 from search.driver import OBJECTIVES, PRUNERS, SAMPLERS, SearchOptions, run_search
 from search.errors import UserError
+from search.export import EXPORTS_DIR, export, format_retrain, load_record, retrain, select_trials, slug, trial_record
+from search.report import write_report
 from search.results import format_summary
-from search.storage import Heartbeat
+from search.storage import Heartbeat, default_storage, open_storage, redact
 from spaces import SPACES
 
 EXIT_USAGE = 2
@@ -105,6 +109,7 @@ def search_parser() -> argparse.ArgumentParser:
         default=Heartbeat.interval,
         help="seconds between heartbeats of a running trial (RDB storages); stale after 3 missed",
     )
+    p.add_argument("--artifacts", default=str(ARTIFACTS_DIR), help="artifact folder for per-trial learning curves")
     p.add_argument("--quiet", action="store_true", help="no progress output; only the final table")
     _add_data_flags(p)
     return p
@@ -133,6 +138,7 @@ def _search(argv: Sequence[str]) -> int:
         worker_index=args.worker_index,
         heartbeat=Heartbeat(args.heartbeat, 3 * args.heartbeat),
         quiet=args.quiet,
+        artifacts=args.artifacts,
     )
     try:
         study = run_search(options)
@@ -147,7 +153,122 @@ def _search(argv: Sequence[str]) -> int:
     return 0
 
 
-COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"search": _search}
+def _add_study_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--storage", default=default_storage(1), help="Optuna storage URL or journal file path")
+    parser.add_argument("--study-name", help="study to read (default: the only study, or the one named after --space)")
+    parser.add_argument("--space", help="pick the study named after this space")
+
+
+def _load_study(args: argparse.Namespace) -> optuna.Study:
+    storage = open_storage(args.storage)
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    name = args.study_name or args.space or (names[0] if len(names) == 1 else None)
+    if name is None:
+        raise UserError(
+            f"{redact(args.storage)} holds {len(names)} studies; pick one with --study-name: {', '.join(names)}"
+        )
+    if name not in names:
+        raise UserError(f"no study {name!r} in {redact(args.storage)}; it holds: {', '.join(names) or 'none'}")
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def _export(argv: Sequence[str]) -> int:
+    p = _Parser(
+        prog="mnist-search export",
+        description="Write the best configs of a study to JSON.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    _add_study_flags(p)
+    p.add_argument("--top", type=_positive_int, default=1, help="how many of the best trials")
+    p.add_argument("--with-baseline", action="store_true", help="also export the seed baseline trial(s)")
+    p.add_argument("--out", default=str(EXPORTS_DIR), help="output folder")
+    args = p.parse_args(argv)
+    for path in export(_load_study(args), args.top, Path(args.out), args.with_baseline):
+        print(path)
+    return 0
+
+
+def _retrain(argv: Sequence[str]) -> int:
+    p = _Parser(
+        prog="mnist-search retrain",
+        description="Train exported configs (or a study's top trials plus its seed baseline) for their own "
+        "fixed epochs, once per seed, on the full 60k training set; report test accuracy mean ± std.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("configs", nargs="*", help="exported config JSON files")
+    _add_study_flags(p)
+    p.add_argument("--top", type=_positive_int, default=3, help="with a study: how many of its best trials")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds, one run each")
+    p.add_argument(
+        "--search-split",
+        action="store_true",
+        help="train on the study's search split and measure validation accuracy (reproduces a trial)",
+    )
+    p.add_argument("--out", default=str(EXPORTS_DIR), help="folder for checkpoints, metrics and reports")
+    _add_data_flags(p)
+    args = p.parse_args(argv)
+    if args.configs:
+        records = [load_record(Path(c)) for c in args.configs]
+    else:
+        study = _load_study(args)
+        records = [trial_record(study, t) for t in select_trials(study, args.top, with_baseline=True)]
+    results = []
+    for record in records:
+        results.append(
+            retrain(
+                record,
+                args.seeds,
+                data_dir=args.data_dir,
+                download=args.download,
+                device=args.device,
+                on_search_split=args.search_split,
+                out_dir=Path(args.out),
+            )
+        )
+        print(format_retrain(results[-1:]).splitlines()[-1], flush=True)
+    print(format_retrain(results))
+    return 0
+
+
+def _report(argv: Sequence[str]) -> int:
+    p = _Parser(
+        prog="mnist-search report",
+        description="Write a self-contained HTML report and a CSV of a study.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    _add_study_flags(p)
+    p.add_argument("--top", type=_positive_int, default=10, help="rows in the top-trials table")
+    p.add_argument("--out", help="HTML path (default: studies/exports/report-STUDY.html)")
+    args = p.parse_args(argv)
+    study = _load_study(args)
+    out = Path(args.out) if args.out else EXPORTS_DIR / f"report-{slug(study.study_name)}.html"
+    for path in write_report(study, args.storage, out, args.top):
+        print(path)
+    return 0
+
+
+def _dashboard(argv: Sequence[str]) -> int:
+    p = _Parser(
+        prog="mnist-search dashboard",
+        description="Serve optuna-dashboard on the study storage.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--storage", default=default_storage(1), help="Optuna storage URL or journal file path")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on; loopback unless you mean otherwise")
+    p.add_argument("--port", type=_positive_int, default=8080, help="port to listen on")
+    p.add_argument("--artifacts", default=str(ARTIFACTS_DIR), help="artifact folder (learning curves, checkpoints)")
+    args = p.parse_args(argv)
+    serve_dashboard(args.storage, args.host, args.port, Path(args.artifacts))
+    return 0
+
+
+COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "search": _search,
+    "export": _export,
+    "retrain": _retrain,
+    "report": _report,
+    "dashboard": _dashboard,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

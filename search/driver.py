@@ -8,14 +8,17 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import optuna
 import torch
 from optuna.trial import TrialState
 
+from search.dashboard import ARTIFACTS_DIR, artifact_store
 from search.data import Split, Tensors, load_mnist, resolve_data_dir, split_train_val
 from search.errors import UserError
 from search.progress import Progress
@@ -54,6 +57,7 @@ class SearchOptions:
     jobs: int = 1
     worker_index: int = 0
     heartbeat: Heartbeat = field(default_factory=Heartbeat)
+    artifacts: str | None = str(ARTIFACTS_DIR)  # learning curves for the dashboard; None: keep none
     quiet: bool = False
 
     @property
@@ -202,6 +206,7 @@ class _Worker:
         self.train_set, self.val_set = (part.to(self.device) for part in data)
         self.progress = Progress(study, options.trials, quiet=options.quiet)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        self.artifacts = None if options.artifacts is None else artifact_store(Path(options.artifacts))
 
     def run(self) -> None:
         if self.options.multi_objective and not self.options.quiet:
@@ -301,6 +306,7 @@ class _Worker:
             trial.set_user_attr("epochs_run", len(curve))
             trial.set_user_attr("seconds", round(time.perf_counter() - start, 3))
             trial.set_user_attr("val_accuracy_per_epoch", curve)
+            self._upload_curve(trial, curve)
             del model
             _release_memory(self.device)
             if state != "COMPLETE":
@@ -309,6 +315,15 @@ class _Worker:
         if self.options.multi_objective:
             return result.accuracy, float(params)
         return result.accuracy
+
+    def _upload_curve(self, trial: optuna.Trial, curve: list[float]) -> None:
+        """The learning curve as a CSV artifact, so the dashboard shows it with the trial."""
+        if self.artifacts is None or not curve:
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"trial{trial.number}-learning-curve.csv"
+            path.write_text("epoch,val_accuracy\n" + "".join(f"{e},{a}\n" for e, a in enumerate(curve, start=1)))
+            optuna.artifacts.upload_artifact(artifact_store=self.artifacts, file_path=str(path), study_or_trial=trial)
 
 
 def _release_memory(device: torch.device) -> None:

@@ -1,0 +1,39 @@
+"""``mnist-search dashboard``: optuna-dashboard on the study storage, with the artifact store."""
+
+from __future__ import annotations
+
+import errno
+import socket
+from pathlib import Path
+
+import optuna
+import optuna_dashboard
+from optuna.artifacts import FileSystemArtifactStore
+
+from search.errors import UserError
+from search.storage import open_storage, redact
+
+ARTIFACTS_DIR = Path("studies") / "artifacts"
+
+
+def artifact_store(path: Path = ARTIFACTS_DIR) -> FileSystemArtifactStore:
+    path.mkdir(parents=True, exist_ok=True)
+    return FileSystemArtifactStore(str(path))
+
+
+def check_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise UserError(f"port {port} on {host} is already in use; pass another --port") from None
+            raise UserError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+
+
+def serve_dashboard(storage_url: str, host: str, port: int, artifacts: Path) -> None:
+    storage = open_storage(storage_url)
+    check_port_free(host, port)
+    print(f"optuna-dashboard on http://{host}:{port}/ for {redact(storage_url)} (Ctrl-C stops)", flush=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna_dashboard.run_server(storage, host=host, port=port, artifact_store=artifact_store(artifacts))

@@ -1,0 +1,139 @@
+"""Reports: a self-contained HTML page of a study (optuna.visualization figures, a Pareto view of
+every study in the storage, the top-trials table) and the per-class metrics of a retrained model."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+import torch
+from optuna.trial import TrialState
+
+from search.driver import TARGET
+from search.results import is_feasible, state_counts, trials_table
+from search.storage import redact
+
+N_CLASSES = 10
+
+
+def confusion_matrix(predicted: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Rows: true class; columns: predicted class."""
+    return torch.bincount(labels * N_CLASSES + predicted, minlength=N_CLASSES * N_CLASSES).reshape(N_CLASSES, -1)
+
+
+def classification_report(matrix: torch.Tensor) -> str:
+    """Per-class precision, recall, F1 and support, laid out as seed 000 shows them."""
+    m = matrix.double()
+    support = m.sum(1)
+    precision = m.diag() / m.sum(0).clamp(min=1)
+    recall = m.diag() / support.clamp(min=1)
+    f1 = 2 * precision * recall / (precision + recall).clamp(min=1e-12)
+    lines = [f"{'':>12}{'precision':>10}{'recall':>10}{'f1-score':>10}{'support':>10}", ""]
+    for c in range(N_CLASSES):
+        lines.append(f"{c:>12}{precision[c]:>10.4f}{recall[c]:>10.4f}{f1[c]:>10.4f}{int(support[c]):>10}")
+    total = int(support.sum())
+    lines += ["", f"{'accuracy':>12}{'':>20}{(m.diag().sum() / total).item():>10.4f}{total:>10}"]
+    lines.append(f"{'macro avg':>12}{precision.mean():>10.4f}{recall.mean():>10.4f}{f1.mean():>10.4f}{total:>10}")
+    return "\n".join(lines) + "\n"
+
+
+def confusion_figure(matrix: torch.Tensor, title: str) -> go.Figure:
+    return px.imshow(
+        matrix.numpy(), text_auto=True, color_continuous_scale="Blues", title=f"Confusion matrix: {title}",
+        labels={"x": "predicted", "y": "true", "color": "images"}, x=list(range(10)), y=list(range(10)),
+    )  # fmt: skip
+
+
+def pareto_frame(storage: optuna.storages.BaseStorage | str) -> pd.DataFrame:
+    """Every completed feasible trial of every study in the storage: accuracy, parameters, front."""
+    rows = []
+    for summary in optuna.get_all_study_summaries(storage):
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if is_feasible(t) and "params" in t.user_attrs:
+                rows.append(
+                    {
+                        "study": study.study_name,
+                        "trial": t.number,
+                        "val_acc": t.values[0],
+                        "params": t.user_attrs["params"],
+                    }
+                )
+    frame = pd.DataFrame(rows, columns=["study", "trial", "val_acc", "params"])
+    frame = frame.sort_values(["params", "val_acc"], ascending=[True, False])
+    frame["pareto"] = frame.val_acc > frame.val_acc.cummax().shift(fill_value=-1.0)
+    return frame
+
+
+def pareto_figure(frame: pd.DataFrame) -> go.Figure:
+    fig = px.scatter(
+        frame, x="params", y="val_acc", color="study", log_x=True, hover_data=["trial"],
+        title="Validation accuracy against parameters, every study in the storage",
+    )  # fmt: skip
+    front = frame[frame.pareto]
+    fig.add_trace(go.Scatter(x=front.params, y=front.val_acc, mode="lines", line_shape="hv", name="Pareto front"))
+    fig.add_hline(y=TARGET, line_dash="dot", annotation_text=f"{TARGET:.1%} target (a test-set figure)")
+    return fig
+
+
+def study_figures(study: optuna.Study) -> list[tuple[str, go.Figure]]:
+    """optuna.visualization's own figures; the ones a study cannot draw yet are skipped."""
+    vis = optuna.visualization
+    multi = len(study.directions) > 1
+    target = {"target": (lambda t: t.values[0]), "target_name": "val accuracy"} if multi else {}
+    makers = [
+        ("Optimization history", lambda: vis.plot_optimization_history(study, **target)),
+        ("Intermediate values (pruning)", lambda: vis.plot_intermediate_values(study)),
+        ("Parameter importances", lambda: vis.plot_param_importances(study, **target)),
+        ("Parallel coordinates", lambda: vis.plot_parallel_coordinate(study, **target)),
+    ]
+    if multi:
+        makers.append(("Pareto front of this study", lambda: vis.plot_pareto_front(study)))
+    figures = []
+    for title, make in makers:
+        try:
+            figures.append((title, make()))
+        except (ValueError, RuntimeError, ZeroDivisionError) as error:  # too few trials for this view
+            figures.append((f"{title}: not drawable yet ({error})", go.Figure()))
+    return figures
+
+
+def write_report(study: optuna.Study, storage_url: str, out: Path, top: int = 10) -> tuple[Path, Path]:
+    """One self-contained HTML file (plotly.js embedded once) plus the top-trials table as CSV."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table = trials_table(study, top)
+    csv_path = out.with_suffix(".csv")
+    table.to_csv(csv_path, index=False)
+    figures = study_figures(study) + [("Pareto view", pareto_figure(pareto_frame(study._storage)))]
+    counts = ", ".join(f"{v} {k.lower()}" for k, v in sorted(state_counts(study).items()))
+    parts = [
+        f"<h1>mnist-search: {html.escape(study.study_name)}</h1>",
+        f"<p>storage {html.escape(redact(storage_url))}; space {html.escape(str(study.user_attrs.get('space')))}; "
+        f"trials: {html.escape(counts)}. Validation accuracy is measured on the split carved from the training "
+        f"set; the {TARGET:.1%} target is a test-set figure, measured by <code>mnist-search retrain</code>.</p>",
+        "<h2>Top trials</h2>",
+        _table_html(table),
+    ]
+    for i, (title, fig) in enumerate(figures):
+        parts.append(f"<h2>{html.escape(title)}</h2>")
+        parts.append(fig.to_html(full_html=False, include_plotlyjs=i == 0))
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>mnist-search report: {html.escape(study.study_name)}</title>"
+        "<style>body{font-family:sans-serif;margin:2em} table{border-collapse:collapse}"
+        "td,th{padding:4px 8px;border:1px solid #ccc;text-align:right}</style></head><body>"
+        + "\n".join(parts)
+        + "</body></html>"
+    )
+    out.write_text(page)
+    return out, csv_path
+
+
+def _table_html(table: pd.DataFrame) -> str:
+    target_row = pd.DataFrame([{"rank": "", "trial": "", "val_acc": TARGET, "vs_target": 0.0, "note": "99.4% target"}])
+    shown = pd.concat([table, target_row], ignore_index=True).sort_values("val_acc", ascending=False, kind="stable")
+    return shown.to_html(index=False, na_rep="", formatters={"val_acc": "{:.2%}".format, "vs_target": "{:+.2%}".format})
