@@ -77,12 +77,15 @@ def seed_style_epoch_seconds(config: dict, data: Tensors, device: torch.device, 
     return statistics.median(times[1:])
 
 
-def project_epoch_seconds(config: dict, data: Tensors, val: Tensors, device: torch.device, epochs: int) -> float:
+def project_epoch_seconds(
+    config: dict, data: Tensors, val: Tensors, device: torch.device, epochs: int, cuda_graph: bool = True
+) -> float:
     """Seconds per epoch of search.train.train's training steps (the validation pass excluded)."""
     space = get_space(config["space"])
-    train(space.build(config), data, val, TrainSettings.from_config(config | {"epochs": 1}), device=device)  # warm-up
+    warm = TrainSettings.from_config(config | {"epochs": 1})
+    train(space.build(config), data, val, warm, device=device, cuda_graph=cuda_graph)
     settings = TrainSettings.from_config(config | {"epochs": epochs})
-    return train(space.build(config), data, val, settings, device=device).train_seconds / epochs
+    return train(space.build(config), data, val, settings, device=device, cuda_graph=cuda_graph).train_seconds / epochs
 
 
 def _job(args: tuple) -> float:
@@ -133,7 +136,7 @@ def _data(data_dir: str | None, n_train: int) -> tuple[Tensors, Tensors]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--space", default="gap_cnn")
-    p.add_argument("--batch-size", type=int, help="override the seed config's batch size for the project loop")
+    p.add_argument("--batch-sizes", type=int, nargs="*", default=[], help="more batch sizes for the project loop")
     p.add_argument("--epochs", type=int, default=2, help="timed epochs per measurement")
     p.add_argument("--train-images", type=int, default=58_000)
     p.add_argument("--jobs", type=int, default=4)
@@ -155,10 +158,11 @@ def main() -> None:
             {"loop": f"seed-style DataLoader, batch {config['batch_size']}, {workers} workers", "s_per_epoch": s}
         )
     baseline = rows[0]["s_per_epoch"]
-    batch_sizes = [config["batch_size"]] + ([args.batch_size] if args.batch_size else [])
-    for bs in batch_sizes:
-        s = project_epoch_seconds(config | {"batch_size": bs}, data, val, device, args.epochs)
-        rows.append({"loop": f"mnist-search loop, batch {bs}", "s_per_epoch": s})
+    modes = [("CUDA graph", True), ("eager", False)] if device.type == "cuda" else [("eager", False)]
+    for bs in [config["batch_size"], *args.batch_sizes]:
+        for mode, graph in modes:
+            s = project_epoch_seconds(config | {"batch_size": bs}, data, val, device, args.epochs, graph)
+            rows.append({"loop": f"mnist-search loop, {mode}, batch {bs}", "s_per_epoch": s})
     epochs_per_trial = config["epochs"]
     for row in rows:
         row["trials_per_hour"] = 3600 / (row["s_per_epoch"] * epochs_per_trial)

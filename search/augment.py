@@ -12,8 +12,11 @@ MAX_SHIFT = 0.1  # fraction of the image side
 MAX_SCALE = 0.1
 
 
-def random_affine(x: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
-    """Rotate, shift and scale each image of ``x`` (N×1×H×W in [0, 1], black background)."""
+def random_affine(x: torch.Tensor, strength: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Rotate, shift and scale each image of ``x`` (N×1×H×W in [0, 1], black background).
+
+    Draws from the default generator unless given one: CUDA graphs replay only that one's draws.
+    """
     n = x.shape[0]
 
     def uniform(limit: float) -> torch.Tensor:

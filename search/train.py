@@ -63,6 +63,7 @@ class TrainResult:
 
 
 EpochCallback = Callable[[int, float], None]
+GRAPH_WARMUP_STEPS = 3  # eager steps first: optimizer state and cuDNN/cuBLAS set up outside capture
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -89,47 +90,59 @@ def train(
     device: torch.device,
     seed: int = 0,
     on_epoch: EpochCallback | None = None,
+    cuda_graph: bool = True,
 ) -> TrainResult:
     """Train ``model`` on ``train_set`` and evaluate on ``eval_set`` after every epoch.
 
-    ``on_epoch(epoch, accuracy)`` may raise (``optuna.TrialPruned``) to stop early.
+    ``on_epoch(epoch, accuracy)`` may raise (``optuna.TrialPruned``) to stop early. On CUDA the
+    step runs as a CUDA graph after a few eager warm-up steps (``cuda_graph=False``: eager throughout).
     """
-    torch.manual_seed(seed)
-    generator = torch.Generator(device=device).manual_seed(seed)
+    torch.manual_seed(seed)  # also the CUDA generator that dropout and augmentation draw from
+    generator = torch.Generator(device=device).manual_seed(seed)  # batch order
     train_set, eval_set = train_set.to(device), eval_set.to(device)
     model = _prepare(model, device)
     n = len(train_set)
     batch_size = min(settings.batch_size, n)
     steps = n // batch_size  # drop the ragged last batch: a batch of one breaks BatchNorm
-    optimizer = _optimizer(model, settings)
+    optimizer = _optimizer(model, settings, device)
     scheduler = _scheduler(optimizer, settings, steps)
     autocast = _autocast(device)
+    loss_sum = torch.zeros((), device=device)
 
+    def step(index: torch.Tensor) -> None:
+        x = normalise(train_set.images[index])
+        if settings.augment > 0:
+            x = random_affine(x, settings.augment)
+        with autocast:
+            # For models ending in LogSoftmax (seeds 001, 004) this is exactly NLL loss:
+            # log_softmax is idempotent, so cross_entropy(log_probs) == nll_loss(log_probs).
+            logits = model(standardise(x)).float()
+            loss = F.cross_entropy(logits, train_set.labels[index], label_smoothing=settings.label_smoothing)
+        loss.backward()
+        optimizer.step()
+        loss_sum.add_(loss.detach())
+
+    use_graph = cuda_graph and device.type == "cuda" and steps > GRAPH_WARMUP_STEPS
+    run_step = None  # the captured graph, once it exists
     result = TrainResult()
     start = time.perf_counter()
     for epoch in range(1, settings.epochs + 1):
         epoch_start = time.perf_counter()
         model.train()
         order = torch.randperm(n, device=device, generator=generator)
-        loss_sum = torch.zeros((), device=device)
-        for step in range(steps):
-            index = order[step * batch_size : (step + 1) * batch_size]
-            x = normalise(train_set.images[index])
-            if settings.augment > 0:
-                x = random_affine(x, settings.augment, generator)
-            x = standardise(x)
-            with autocast:
-                # For models ending in LogSoftmax (seeds 001, 004) this is exactly NLL loss:
-                # log_softmax is idempotent, so cross_entropy(log_probs) == nll_loss(log_probs).
-                loss = F.cross_entropy(
-                    model(x).float(), train_set.labels[index], label_smoothing=settings.label_smoothing
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+        loss_sum.zero_()
+        for i in range(steps):
+            index = order[i * batch_size : (i + 1) * batch_size]
+            if run_step is not None:
+                run_step(index)
+            elif use_graph and i == GRAPH_WARMUP_STEPS:
+                run_step = _capture(step, optimizer, index)
+                run_step(index)
+            else:
+                optimizer.zero_grad(set_to_none=True)
+                step(index)
             if settings.schedule == "onecycle":
                 scheduler.step()
-            loss_sum += loss.detach()
         if settings.schedule == "step":
             scheduler.step()
         mean_loss = loss_sum.item() / steps  # the one host sync of the epoch
@@ -143,6 +156,26 @@ def train(
         if on_epoch is not None:
             on_epoch(epoch, result.accuracies[-1])
     return result
+
+
+def _capture(
+    step: Callable[[torch.Tensor], None], optimizer: torch.optim.Optimizer, first_index: torch.Tensor
+) -> Callable[[torch.Tensor], None]:
+    """Capture one whole training step (gather, augment, forward, backward, optimizer) as a CUDA
+    graph: a small network's step is hundreds of tiny kernels, and launching them one by one from
+    Python costs more than running them. Replays read the batch's indices from a static buffer.
+    """
+    static_index = first_index.clone()
+    graph = torch.cuda.CUDAGraph()
+    optimizer.zero_grad(set_to_none=True)  # backward inside the graph allocates .grad statically
+    with torch.cuda.graph(graph):
+        step(static_index)
+
+    def replay(index: torch.Tensor) -> None:
+        static_index.copy_(index)
+        graph.replay()
+
+    return replay
 
 
 @torch.inference_mode()
@@ -169,11 +202,23 @@ def _prepare(model: nn.Module, device: torch.device) -> nn.Module:
 
 def _autocast(device: torch.device) -> torch.autocast:
     # bf16 on CUDA: no loss scaling needed. CPU stays fp32 (bf16 is slower on most CPUs).
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    # No weight-cast cache: a CUDA graph must recompute the casts on every replay.
+    return torch.autocast(
+        device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda", cache_enabled=False
+    )
 
 
-def _optimizer(model: nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
+def _optimizer(model: nn.Module, s: TrainSettings, device: torch.device) -> torch.optim.Optimizer:
     params = model.parameters()
+    if device.type == "cuda":
+        # Fused kernels with the lr held in a device tensor: one launch per step, and a schedule
+        # can change the lr inside a captured graph.
+        lr = torch.tensor(s.lr, device=device)
+        if s.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=lr, momentum=s.momentum, weight_decay=s.weight_decay, fused=True)
+        if s.optimizer in ("adam", "adamw"):
+            kind = torch.optim.AdamW if s.optimizer == "adamw" else torch.optim.Adam
+            return kind(params, lr=lr, weight_decay=s.weight_decay, fused=True, capturable=True)
     if s.optimizer == "sgd":
         return torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
     if s.optimizer == "adamw":
@@ -187,7 +232,10 @@ def _scheduler(optimizer: torch.optim.Optimizer, s: TrainSettings, steps: int) -
     if s.schedule == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=s.step_size, gamma=s.gamma)
     if s.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=s.lr, total_steps=s.epochs * steps)
+        # lr only: cycling momentum would change a value a captured graph has baked in.
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=s.lr, total_steps=s.epochs * steps, cycle_momentum=False
+        )
     if s.schedule == "none":
         return None
     raise ValueError(f"unknown schedule {s.schedule!r}")
