@@ -49,4 +49,4 @@ def test_schedule_changes_the_lr_inside_the_graph(split):
     result = train(model, *split, TrainSettings.from_config(config), device=CUDA, seed=0)
     assert len(result.accuracies) == 2
     assert result.accuracies[1] == pytest.approx(result.accuracies[0], abs=0.002)
-    assert any(not torch.equal(b.to(CUDA), p) for b, p in zip(before, model.parameters()))
+    assert any(not torch.equal(b.to(CUDA), p) for b, p in zip(before, model.parameters(), strict=True))
