@@ -19,7 +19,6 @@ from search.data import DATA_ENV
 from search.driver import OBJECTIVES, PRUNERS, SAMPLERS, SearchOptions, run_search
 from search.errors import UserError
 from search.export import EXPORTS_DIR, export, format_retrain, load_record, retrain, select_trials, slug, trial_record
-from search.report import write_report
 from search.results import format_summary
 from search.storage import Heartbeat, default_storage, open_storage, redact
 from spaces import SPACES
@@ -240,6 +239,8 @@ def _report(argv: Sequence[str]) -> int:
     p.add_argument("--top", type=_positive_int, default=10, help="rows in the top-trials table")
     p.add_argument("--out", help="HTML path (default: studies/exports/report-STUDY.html)")
     args = p.parse_args(argv)
+    from search.report import write_report  # plotly only for this command
+
     study = _load_study(args)
     out = Path(args.out) if args.out else EXPORTS_DIR / f"report-{slug(study.study_name)}.html"
     for path in write_report(study, args.storage, out, args.top):

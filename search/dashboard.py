@@ -7,7 +7,6 @@ import socket
 from pathlib import Path
 
 import optuna
-import optuna_dashboard
 from optuna.artifacts import FileSystemArtifactStore
 
 from search.errors import UserError
@@ -32,6 +31,8 @@ def check_port_free(host: str, port: int) -> None:
 
 
 def serve_dashboard(storage_url: str, host: str, port: int, artifacts: Path) -> None:
+    import optuna_dashboard  # only this command needs it (and GPU images often lack it)
+
     storage = open_storage(storage_url)
     check_port_free(host, port)
     print(f"optuna-dashboard on http://{host}:{port}/ for {redact(storage_url)} (Ctrl-C stops)", flush=True)
