@@ -78,14 +78,24 @@ def seed_style_epoch_seconds(config: dict, data: Tensors, device: torch.device, 
 
 
 def project_epoch_seconds(
-    config: dict, data: Tensors, val: Tensors, device: torch.device, epochs: int, cuda_graph: bool = True
+    config: dict, data: Tensors, val: Tensors, device: torch.device, epochs: int, **loop: bool
 ) -> float:
     """Seconds per epoch of search.train.train's training steps (the validation pass excluded)."""
     space = get_space(config["space"])
     warm = TrainSettings.from_config(config | {"epochs": 1})
-    train(space.build(config), data, val, warm, device=device, cuda_graph=cuda_graph)
+    train(space.build(config), data, val, warm, device=device, **loop)
     settings = TrainSettings.from_config(config | {"epochs": epochs})
-    return train(space.build(config), data, val, settings, device=device, cuda_graph=cuda_graph).train_seconds / epochs
+    return train(space.build(config), data, val, settings, device=device, **loop).train_seconds / epochs
+
+
+# The loop's CUDA switches, each measured against the default (graph, bf16, channels-last).
+CUDA_VARIANTS = {
+    "CUDA graph, bf16, channels-last": {},
+    "eager, bf16, channels-last": {"cuda_graph": False},
+    "CUDA graph, fp32/TF32, channels-last": {"mixed_precision": False},
+    "CUDA graph, bf16, NCHW": {"channels_last": False},
+    "CUDA graph, fp32/TF32, NCHW": {"mixed_precision": False, "channels_last": False},
+}
 
 
 def _job(args: tuple) -> float:
@@ -158,11 +168,13 @@ def main() -> None:
             {"loop": f"seed-style DataLoader, batch {config['batch_size']}, {workers} workers", "s_per_epoch": s}
         )
     baseline = rows[0]["s_per_epoch"]
-    modes = [("CUDA graph", True), ("eager", False)] if device.type == "cuda" else [("eager", False)]
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    variants = CUDA_VARIANTS if device.type == "cuda" else {"eager, fp32": {}}
     for bs in [config["batch_size"], *args.batch_sizes]:
-        for mode, graph in modes:
-            s = project_epoch_seconds(config | {"batch_size": bs}, data, val, device, args.epochs, graph)
-            rows.append({"loop": f"mnist-search loop, {mode}, batch {bs}", "s_per_epoch": s})
+        for label, loop in variants.items():
+            s = project_epoch_seconds(config | {"batch_size": bs}, data, val, device, args.epochs, **loop)
+            rows.append({"loop": f"mnist-search loop, {label}, batch {bs}", "s_per_epoch": s})
     epochs_per_trial = config["epochs"]
     for row in rows:
         row["trials_per_hour"] = 3600 / (row["s_per_epoch"] * epochs_per_trial)

@@ -91,22 +91,25 @@ def train(
     seed: int = 0,
     on_epoch: EpochCallback | None = None,
     cuda_graph: bool = True,
+    mixed_precision: bool = True,
+    channels_last: bool = True,
 ) -> TrainResult:
     """Train ``model`` on ``train_set`` and evaluate on ``eval_set`` after every epoch.
 
     ``on_epoch(epoch, accuracy)`` may raise (``optuna.TrialPruned``) to stop early. On CUDA the
-    step runs as a CUDA graph after a few eager warm-up steps (``cuda_graph=False``: eager throughout).
+    step runs as a CUDA graph after a few eager warm-up steps, in bf16 autocast with channels-last
+    weights; the three switches exist for the benchmark, which measures each of them.
     """
     torch.manual_seed(seed)  # also the CUDA generator that dropout and augmentation draw from
     generator = torch.Generator(device=device).manual_seed(seed)  # batch order
     train_set, eval_set = train_set.to(device), eval_set.to(device)
-    model = _prepare(model, device)
+    model = _prepare(model, device, channels_last)
     n = len(train_set)
     batch_size = min(settings.batch_size, n)
     steps = n // batch_size  # drop the ragged last batch: a batch of one breaks BatchNorm
     optimizer = _optimizer(model, settings, device)
     scheduler = _scheduler(optimizer, settings, steps)
-    autocast = _autocast(device)
+    autocast = _autocast(device, mixed_precision)
     loss_sum = torch.zeros((), device=device)
 
     def step(index: torch.Tensor) -> None:
@@ -193,18 +196,18 @@ def accuracy(model: nn.Module, data: Tensors, device: torch.device) -> float:
     return (predict(model, data, device) == data.labels).sum().item() / len(data)
 
 
-def _prepare(model: nn.Module, device: torch.device) -> nn.Module:
+def _prepare(model: nn.Module, device: torch.device, channels_last: bool = True) -> nn.Module:
     model = model.to(device)
-    if device.type == "cuda":
+    if device.type == "cuda" and channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
 
 
-def _autocast(device: torch.device) -> torch.autocast:
+def _autocast(device: torch.device, enabled: bool = True) -> torch.autocast:
     # bf16 on CUDA: no loss scaling needed. CPU stays fp32 (bf16 is slower on most CPUs).
     # No weight-cast cache: a CUDA graph must recompute the casts on every replay.
     return torch.autocast(
-        device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda", cache_enabled=False
+        device_type=device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda", cache_enabled=False
     )
 
 
