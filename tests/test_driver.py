@@ -67,18 +67,18 @@ def test_over_budget_config_is_infeasible_without_a_training_step(tmp_path, data
 
 
 def test_hopeless_configs_are_pruned(tmp_path, data_dir):
-    opts = options(tmp_path, data_dir, trials=8, max_epochs=4, train_subset=2000, pruner="median")
+    opts = options(tmp_path, data_dir, trials=12, max_epochs=6, train_subset=2000, pruner="median")
     space, budget = opts.validate()
     study = open_study(opts, space, budget, opts.storage_url())
-    good = space.baselines[0] | {"epochs": 4, "lr": 3e-3}
+    good = space.baselines[0] | {"epochs": 6, "lr": 3e-3}
     hopeless = good | {"n_hidden": 1, "width_0": 16, "lr": 1e-4, "dropout": 0.5, "batch_size": 512}
-    for config in [good] * 4 + [hopeless] * 3:
+    for config in [good] * 8 + [hopeless] * 3:  # the median pruner starts after 8 trials, 4 epochs
         study.enqueue_trial({k: v for k, v in config.items() if k != "optimizer"})
     study = run_search(opts)
     pruned = study.get_trials(states=(TrialState.PRUNED,))
     assert len(pruned) >= 2
     assert all("pruned at epoch" in t.user_attrs["pruned_reason"] for t in pruned)
-    assert all(t.user_attrs["epochs_run"] < 4 for t in pruned)
+    assert all(t.user_attrs["epochs_run"] < 6 for t in pruned)
 
 
 def test_study_of_another_space_is_refused_and_left_untouched(tmp_path, data_dir):
