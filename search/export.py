@@ -175,6 +175,7 @@ def retrain(
     else:
         train_set, eval_set = mnist.train, mnist.test
     target = resolve_device(device)
+    train_set, eval_set = train_set.to(target), eval_set.to(target)  # once, for every seed
     name = f"{slug(record.get('study', space.name))}-trial{record.get('trial', 'x')}"
     result = RetrainResult(
         name=name, space=space.name, params=0, epochs=config["epochs"], seeds=list(seeds), accuracies=[],
