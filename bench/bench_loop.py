@@ -48,10 +48,13 @@ class SeedStyleMnist(Dataset):
 
 
 def seed_style_epoch_seconds(config: dict, data: Tensors, device: torch.device, workers: int, epochs: int) -> float:
-    """Seed 004's loop: SGD step per DataLoader batch, loss.item() for the progress bar."""
+    """The seeds' loop: an optimizer step per DataLoader batch, loss.item() for the progress bar."""
     space = get_space(config["space"])
     model = space.build(config).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=config["lr"], momentum=0.9)
+    if config["optimizer"] == "sgd":
+        optimizer = torch.optim.SGD(model.parameters(), lr=config["lr"], momentum=config["momentum"])
+    else:
+        optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"], weight_decay=config.get("weight_decay", 0))
     loader = DataLoader(
         SeedStyleMnist(data),
         batch_size=config["batch_size"],

@@ -274,9 +274,10 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # Our own progress lines replace Optuna's per-trial INFO logs; heartbeats and group
-    # sampling are marked experimental but are exactly what we mean to use.
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Our own progress lines replace Optuna's per-trial logs (its failed-trial warning carries a
+    # traceback; we record and print the one-line reason). Heartbeats and grouped sampling are
+    # marked experimental but are exactly what we mean to use.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     command = argv[0] if argv and argv[0] in COMMANDS else "search"
     if argv and argv[0] in COMMANDS:

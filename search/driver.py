@@ -114,21 +114,14 @@ def run_search(options: SearchOptions) -> optuna.Study:
 
 
 def open_study(options: SearchOptions, space: Space, budget: Budget, url: str) -> optuna.Study:
-    """Create the study, or load it and check it was made for the same space, split and budget."""
+    """Create the study, or load it and check it was made for the same space, split and budget.
+
+    Creation is atomic in the storage, so of many workers starting together exactly one creates
+    the study, records its settings and enqueues the seed baseline; the others wait for them.
+    """
     storage = open_storage(url, options.heartbeat)
     name = options.study_name or options.default_study_name()
     directions = ["maximize", "minimize"] if options.multi_objective else ["maximize"]
-    try:
-        study = optuna.create_study(
-            storage=storage,
-            study_name=name,
-            directions=directions,
-            sampler=_sampler(options),
-            pruner=_pruner(options, budget),
-            load_if_exists=True,
-        )
-    except ValueError as error:  # directions differ from the stored study's
-        raise UserError(f"study {name!r} in {redact(url)}: {error}; pick another --study-name") from None
     expected = {
         "space": space.name,
         **Split(options.val_size, 0, options.train_subset).as_attrs(),
@@ -136,14 +129,26 @@ def open_study(options: SearchOptions, space: Space, budget: Budget, url: str) -
         "max_epochs": budget.max_epochs,
         "objectives": list(options.objectives),
     }
-    recorded = study.user_attrs
-    if "space" not in recorded:
+    sampler, pruner = _sampler(options), _pruner(options, budget)
+    try:
+        study = optuna.create_study(
+            storage=storage, study_name=name, directions=directions, sampler=sampler, pruner=pruner
+        )
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+    else:
         for key, value in expected.items():
             study.set_user_attr(key, value)
         study.set_user_attr("target", TARGET)
         for baseline in space.baselines:
             study.enqueue_trial(_clip_epochs(baseline, budget), user_attrs={"baseline": True})
         return study
+    recorded = _wait_for_settings(study)
+    if [d.name.lower() for d in study.directions] != directions:
+        raise UserError(
+            f"study {name!r} in {redact(url)} optimises {len(study.directions)} objective(s), not "
+            f"{len(directions)}; use the original --objectives or another --study-name"
+        )
     for key, value in expected.items():
         if recorded.get(key) != value:
             raise UserError(
@@ -151,6 +156,16 @@ def open_study(options: SearchOptions, space: Space, budget: Budget, url: str) -
                 "use the original flags or another --study-name"
             )
     return study
+
+
+def _wait_for_settings(study: optuna.Study, patience_s: float = 30.0) -> dict:
+    """The creator records the settings right after creating the study; give it a moment."""
+    deadline = time.monotonic() + patience_s
+    while "objectives" not in (recorded := study.user_attrs) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if "space" not in recorded:
+        raise UserError(f"study {study.study_name!r} was not made by mnist-search; use another --study-name")
+    return recorded
 
 
 def _clip_epochs(config: dict, budget: Budget) -> dict:
@@ -279,7 +294,7 @@ class _Worker:
                     raise optuna.TrialPruned(f"pruned at epoch {epoch} with val accuracy {accuracy:.4f}")
 
         start = time.perf_counter()
-        state = "COMPLETE"
+        state, reason = "COMPLETE", ""
         try:
             result = train(
                 model,
@@ -291,18 +306,21 @@ class _Worker:
                 on_epoch=on_epoch,
             )
         except optuna.TrialPruned as pruned:
-            state = "PRUNED"
-            trial.set_user_attr("pruned_reason", str(pruned))
+            state, reason = "PRUNED", str(pruned)
+            trial.set_user_attr("pruned_reason", reason)
             raise
         except Diverged as error:
-            state = "PRUNED"
-            trial.set_user_attr("pruned_reason", str(error))
-            raise optuna.TrialPruned(str(error)) from None
+            state, reason = "PRUNED", str(error)
+            trial.set_user_attr("pruned_reason", reason)
+            raise optuna.TrialPruned(reason) from None
+        except KeyboardInterrupt:
+            state, reason = "FAIL", "interrupted (Ctrl-C)"
+            trial.set_user_attr("fail_reason", reason)
+            raise
         except Exception as error:
-            state = "FAIL"
-            trial.set_user_attr(
-                "fail_reason", f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-            )
+            first_line = str(error).splitlines()[0] if str(error) else ""
+            state, reason = "FAIL", f"{type(error).__name__}: {first_line}"
+            trial.set_user_attr("fail_reason", reason)
             raise
         finally:
             trial.set_user_attr("epochs_run", len(curve))
@@ -312,7 +330,7 @@ class _Worker:
             del model
             _release_memory(self.device)
             if state != "COMPLETE":
-                self.progress.trial_done(trial.number, state, curve[-1] if curve else None, params)
+                self.progress.trial_done(trial.number, state, curve[-1] if curve else None, params, reason)
         self.progress.trial_done(trial.number, state, result.accuracy, params)
         if self.options.multi_objective:
             return result.accuracy, float(params)

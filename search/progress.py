@@ -27,7 +27,7 @@ class Progress:
         if self.bar is not None:
             self.bar.set_description(f"trial {number} epoch {epoch}/{epochs} val {accuracy:.4f}")
 
-    def trial_done(self, number: int, state: str, accuracy: float | None, params: int) -> None:
+    def trial_done(self, number: int, state: str, accuracy: float | None, params: int, reason: str = "") -> None:
         if self.quiet:
             return
         # This trial is not yet told to the storage: count it by hand.
@@ -45,12 +45,13 @@ class Progress:
         if self.bar is not None:
             self.bar.update(done - self.bar.n)
             self.bar.set_postfix_str(status)
+            if state == "FAIL":
+                self.bar.write(f"trial {number} failed: {reason}")
             return
         value = f"val {accuracy:.4f}" if accuracy is not None else "val -"
-        print(
-            f"trial {number:>4} {state:<10} {value}  params {params:>9,}  | {done}/{self.total} finished · {status}",
-            flush=True,
-        )
+        note = f"  ({reason})" if state == "FAIL" else ""
+        head = f"trial {number:>4} {state:<10} {value}  params {params:>9,}"
+        print(f"{head}  | {done}/{self.total} finished · {status}{note}", flush=True)
 
     def close(self) -> None:
         if self.bar is not None:
