@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+from pathlib import Path
 
 import optuna
 import pytest
 
+from spaces import get_space
 from tests.conftest import DATA_DIR, run_cli
 
 QUICK = ["--epochs", "1", "--train-subset", "1000", "--val-size", "1000", "--device", "cpu"]
@@ -75,3 +78,74 @@ def test_missing_files_in_an_existing_dir_say_where_they_are_expected(tmp_path):
     result = run_cli("--space", "ffn", "--data-dir", str(tmp_path), "--no-download", cwd=tmp_path)
     assert result.returncode == 2
     assert f"MNIST files missing in {tmp_path}/MNIST/raw" in result.stderr
+
+
+def test_unreachable_postgres_is_one_line_and_hides_the_password(tmp_path):
+    url = "postgresql+psycopg2://user:s3cret@127.0.0.1:1/db"
+    result = run_cli("--space", "ffn", "--storage", url, "--no-download", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "cannot open storage postgresql+psycopg2://user:***@127.0.0.1:1/db" in result.stderr
+    assert "s3cret" not in result.stderr + result.stdout
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def _study_with_trials(tmp_path, args=()):
+    storage = f"sqlite:///{tmp_path}/s.db"
+    result = run_cli("--space", "ffn", "--trials", "2", *QUICK, "--storage", storage, "--quiet", *args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    return storage
+
+
+def test_export_of_a_study_without_completed_trials_is_refused(tmp_path):
+    storage = f"sqlite:///{tmp_path}/empty.db"
+    optuna.create_study(storage=storage, study_name="empty")
+    result = run_cli("export", "--storage", storage, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "no completed feasible trial" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+OVER_BUDGET_GAP_CNN = get_space("gap_cnn").baselines[0] | {
+    "stage2_blocks": 4, "stage2_width_0": 32, "stage2_width_1": 32, "stage2_width_2": 32, "stage2_width_3": 32,
+}  # fmt: skip
+BAD_CONFIGS = {
+    "unknown space": (lambda r: r | {"space": "resnet"}, "unknown space 'resnet'"),
+    "unknown keys": (lambda r: r | {"config": r["config"] | {"colour": "red"}}, "unknown keys: colour"),
+    "over budget": (lambda r: r | {"space": "gap_cnn", "config": OVER_BUDGET_GAP_CNN}, "over the gap_cnn budget"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_CONFIGS)
+def test_retrain_rejects_bad_configs_in_one_line(tmp_path, case):
+    edit, message = BAD_CONFIGS[case]
+    storage = _study_with_trials(tmp_path)
+    exported = run_cli("export", "--storage", storage, "--out", str(tmp_path), cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    path = Path(exported.stdout.split()[0])
+    path.write_text(json.dumps(edit(json.loads(path.read_text()))))
+    result = run_cli("retrain", str(path), "--device", "cpu", "--no-download", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_dashboard_port_in_use_is_one_line(tmp_path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_cli("dashboard", "--storage", f"sqlite:///{tmp_path}/d.db", "--port", str(port), cwd=tmp_path)
+    assert result.returncode == 2
+    assert f"port {port} on 127.0.0.1 is already in use" in result.stderr
+
+
+def test_existing_study_of_another_space_is_refused_without_change(tmp_path):
+    storage = _study_with_trials(tmp_path, ["--study-name", "mine"])
+    result = run_cli(
+        "--space", "fcn", "--trials", "5", *QUICK, "--storage", storage, "--study-name", "mine", cwd=tmp_path
+    )
+    assert result.returncode == 2
+    assert "was created with space='ffn', not 'fcn'" in result.stderr
+    assert len(optuna.load_study(study_name="mine", storage=storage).trials) == 2
