@@ -140,6 +140,7 @@ def open_study(options: SearchOptions, space: Space, budget: Budget, url: str) -
         for key, value in expected.items():
             study.set_user_attr(key, value)
         study.set_user_attr("target", TARGET)
+        study.set_metric_names(["val_accuracy", "params"][: len(directions)])  # names in the dashboard
         for baseline in space.baselines:
             study.enqueue_trial(_clip_epochs(baseline, budget), user_attrs={"baseline": True})
         return study

@@ -13,6 +13,7 @@ from search.data import DATA_ENV, Split, Tensors, load_mnist, split_train_val
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get(DATA_ENV) or REPO.parent / "shared" / "data")
+os.environ.setdefault(DATA_ENV, str(DATA_DIR))  # in-process calls that take the data dir from the environment
 
 
 @pytest.fixture(scope="session")
