@@ -224,22 +224,21 @@ class _Worker:
         self.train_set, self.val_set = (part.to(self.device) for part in data)
         self.progress = Progress(study, options.trials, quiet=options.quiet)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        self.heartbeat = not is_journal(options.storage_url())  # RDB storages beat; journals do not
         self.artifacts = None if options.artifacts is None else artifact_store(Path(options.artifacts))
 
     def run(self) -> None:
         if self.options.multi_objective and not self.options.quiet:
             print("note: Optuna cannot prune multi-objective studies; every trial runs all its epochs")
         deadline = None if self.options.timeout is None else time.monotonic() + self.options.timeout
-        heartbeat = not is_journal(self.options.storage_url())  # RDB storages beat; journals do not
         while deadline is None or time.monotonic() < deadline:
+            self._fail_abandoned_trials()
             states = [t.state for t in self.study.get_trials(deepcopy=False)]
             done = sum(s in FINISHED for s in states)
             if done >= self.options.trials:
                 break
             if done + states.count(TrialState.RUNNING) >= self.options.trials:
                 time.sleep(POLL_S)  # the rest are in flight elsewhere; stay in case they fail
-                if heartbeat:
-                    optuna.storages.fail_stale_trials(self.study)
                 continue
             remaining = None if deadline is None else max(deadline - time.monotonic(), 0.01)
             self.study.optimize(
@@ -258,10 +257,33 @@ class _Worker:
             if done + ahead < self.options.trials:
                 return
             time.sleep(POLL_S)
+            self._fail_abandoned_trials()
+
+    def _fail_abandoned_trials(self) -> None:
+        """Fail and re-queue RUNNING trials whose worker is gone.
+
+        RDB storages know through heartbeats. The journal file has none, so there a trial counts
+        as abandoned when the process recorded in its ``worker`` attr (on this host) has exited.
+        """
+        if self.heartbeat:
+            optuna.storages.fail_stale_trials(self.study)
+            return
+        host = socket.gethostname()
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            worker_host, _, pid = t.user_attrs.get("worker", "").rpartition(":")
+            if worker_host != host or not pid.isdigit() or _process_alive(int(pid)):
+                continue
+            storage = self.study._storage
+            try:
+                storage.set_trial_user_attr(t._trial_id, "fail_reason", f"worker {pid} exited mid-trial")
+                storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # another worker got there first
+            self.study.enqueue_trial(t.params, user_attrs={"retry_of": t.number, **_carried(t.user_attrs)})
 
     def _objective(self, trial: optuna.Trial) -> float | Sequence[float]:
+        trial.set_user_attr("worker", self.worker_id)  # first: a worker dying while it waits is found
         self._claim(trial)
-        trial.set_user_attr("worker", self.worker_id)
         trial.set_user_attr("device", str(self.device))
         config = self.space.suggest(trial, self.budget)
         trial.set_user_attr("config", config)
@@ -345,6 +367,21 @@ class _Worker:
             path = Path(tmp) / f"trial{trial.number}-learning-curve.csv"
             path.write_text("epoch,val_accuracy\n" + "".join(f"{e},{a}\n" for e, a in enumerate(curve, start=1)))
             optuna.artifacts.upload_artifact(artifact_store=self.artifacts, file_path=str(path), study_or_trial=trial)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def _carried(user_attrs: dict) -> dict:
+    """What a retried trial keeps of the original: whether it was the seed baseline."""
+    return {"baseline": True} if user_attrs.get("baseline") else {}
 
 
 def _release_memory(device: torch.device) -> None:

@@ -3,11 +3,14 @@ RDB URL (PostgreSQL for many workers) with heartbeats and retries of stale trial
 
 from __future__ import annotations
 
+import random
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+import sqlalchemy.exc
 from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
 
@@ -17,6 +20,7 @@ STUDIES_DIR = Path("studies")
 DEFAULT_SQLITE = STUDIES_DIR / "mnist-search.db"
 DEFAULT_JOURNAL = STUDIES_DIR / "mnist-search.journal"
 MAX_RETRY = 3
+SCHEMA_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -67,16 +71,25 @@ def open_storage(url: str, heartbeat: Heartbeat | None = None) -> optuna.storage
         sqlite_path = url.split(":///", 1)[-1]
         if sqlite_path and sqlite_path != ":memory:":
             Path(sqlite_path).parent.mkdir(parents=True, exist_ok=True)
-    try:
-        return RDBStorage(
-            url,
-            engine_kwargs={"connect_args": {"timeout": 60}} if is_sqlite(url) else {"pool_pre_ping": True},
-            heartbeat_interval=heartbeat.interval,
-            grace_period=heartbeat.grace,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
-        )
-    except Exception as error:  # noqa: BLE001 - SQLAlchemy raises many kinds for bad URLs
-        raise UserError(f"cannot open storage {redact(url)}: {redact(_first_line(error))}") from None
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return RDBStorage(
+                url,
+                engine_kwargs={"connect_args": {"timeout": 60}} if is_sqlite(url) else {"pool_pre_ping": True},
+                heartbeat_interval=heartbeat.interval,
+                grace_period=heartbeat.grace,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
+            )
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            # Workers starting together on an empty database race to create Optuna's tables;
+            # the losers find them made on a second look.
+            if attempt == SCHEMA_ATTEMPTS:
+                raise UserError(f"cannot create Optuna's tables in {redact(url)}") from None
+            time.sleep(random.uniform(0.2, 1.0))
+        except Exception as error:  # noqa: BLE001 - SQLAlchemy raises many kinds for bad URLs
+            raise UserError(f"cannot open storage {redact(url)}: {redact(_first_line(error))}") from None
 
 
 def _first_line(error: BaseException) -> str:

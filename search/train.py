@@ -1,5 +1,10 @@
 """The one training loop: every family, every trial, every retrain goes through ``train``.
 
+Measured on one H100 (2026-11-23, docs/benchmarks.md, docs/results.md): seed 004's 14,320-parameter
+GAP CNN trains at 0.29 s per 58k-image epoch at batch 128 (6.8x a 4-worker DataLoader loop), and the
+best gap_cnn config found (17,334 parameters, 16 epochs) reaches 99.51% +- 0.03% test accuracy over
+3 seeds in about 5 s of training per seed.
+
 The dataset lives on the device as uint8; each step gathers a batch by index, augments it
 (optionally, as batched tensor ops) and standardises it. The step loop never syncs with the host:
 the loss is summed on the device and read once per epoch, where NaN/inf ends the run.

@@ -19,6 +19,7 @@ import pytest
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
+from search.storage import open_storage
 from tests.conftest import DATA_DIR, REPO
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -97,6 +98,11 @@ def _worker(storage: str, study: str, trials: int, *extra: str) -> subprocess.Po
     )
 
 
+def _load(storage: str, name: str) -> optuna.Study:
+    """Storage URLs and journal file paths alike, as mnist-search opens them."""
+    return optuna.load_study(study_name=name, storage=open_storage(storage))
+
+
 def _check_exact(study: optuna.Study, total: int) -> None:
     trials = study.get_trials(deepcopy=False)
     assert sum(t.state in FINISHED for t in trials) == total
@@ -113,7 +119,7 @@ def test_four_workers_share_one_postgres_study_exactly(postgres_url, tmp_path):
     for worker, (_out, err) in zip(workers, outputs, strict=True):
         assert worker.returncode == 0, err
         assert "lock" not in err.lower(), err
-    study = optuna.load_study(study_name="four-workers", storage=postgres_url)
+    study = _load(postgres_url, "four-workers")
     _check_exact(study, 100)
     assert sum(bool(t.user_attrs.get("baseline")) for t in study.trials) == 1
     assert len({t.user_attrs["worker"] for t in study.trials if "worker" in t.user_attrs}) == 4
@@ -124,7 +130,7 @@ def _wait_for_running_trial(storage: str, name: str, timeout: float = 120) -> in
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            study = optuna.load_study(study_name=name, storage=storage)
+            study = _load(storage, name)
             for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 if t.intermediate_values and len(study.get_trials(deepcopy=False, states=FINISHED)) >= 1:
                     return t.number
@@ -134,26 +140,35 @@ def _wait_for_running_trial(storage: str, name: str, timeout: float = 120) -> in
     raise AssertionError("no trial started training")
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def _retried_from(trial: optuna.trial.FrozenTrial) -> int | None:
+    """RDB storages re-queue through heartbeats; the journal through the dead worker's pid."""
+    return RetryHeartbeatStaleTrialCallback.retried_trial_number(trial) or trial.user_attrs.get("retry_of")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres", "journal"])
 def test_kill_9_mid_trial_then_rerun_resumes_with_nothing_lost(backend, tmp_path, request):
-    storage = f"sqlite:///{tmp_path}/kill.db" if backend == "sqlite" else request.getfixturevalue("postgres_url")
+    storage = {
+        "sqlite": f"sqlite:///{tmp_path}/kill.db",
+        "journal": str(tmp_path / "kill.journal"),
+        "postgres": "postgres_url",
+    }[backend]
+    if backend == "postgres":
+        storage = request.getfixturevalue("postgres_url")
     name = f"kill-{backend}"
     slow = ["--epochs", "8", "--train-subset", "3000", "--heartbeat", "1", "--artifacts", str(tmp_path)]
     worker = _worker(storage, name, 4, *slow)
     victim = _wait_for_running_trial(storage, name)
-    completed_before = {
-        t.number for t in optuna.load_study(study_name=name, storage=storage).get_trials(states=(TrialState.COMPLETE,))
-    }
+    completed_before = {t.number for t in _load(storage, name).get_trials(states=(TrialState.COMPLETE,))}
     worker.send_signal(signal.SIGKILL)
     worker.wait()
     time.sleep(4)  # past the grace period of 3 missed 1-second heartbeats
     again = _worker(storage, name, 4, *slow)
     _out, err = again.communicate(timeout=600)
     assert again.returncode == 0, err
-    study = optuna.load_study(study_name=name, storage=storage)
+    study = _load(storage, name)
     _check_exact(study, 4)
     assert study.trials[victim].state == TrialState.FAIL
-    retries = [t for t in study.trials if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == victim]
+    retries = [t for t in study.trials if _retried_from(t) == victim]
     assert len(retries) == 1 and retries[0].state in FINISHED
     assert completed_before <= {t.number for t in study.get_trials(states=(TrialState.COMPLETE,))}
 
@@ -167,4 +182,4 @@ def test_ctrl_c_marks_the_trial_and_says_how_to_resume(tmp_path):
     assert worker.returncode == 130
     assert "run the same command again to resume" in err
     assert "Traceback" not in err
-    assert optuna.load_study(study_name="interrupted", storage=storage).trials[victim].state == TrialState.FAIL
+    assert _load(storage, "interrupted").trials[victim].state == TrialState.FAIL
