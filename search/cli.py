@@ -152,6 +152,12 @@ def _search(argv: Sequence[str]) -> int:
     return 0
 
 
+def _command_parser(command: str, description: str) -> argparse.ArgumentParser:
+    return _Parser(
+        prog=f"mnist-search {command}", description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+
+
 def _add_study_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage", default=default_storage(1), help="Optuna storage URL or journal file path")
     parser.add_argument("--study-name", help="study to read (default: the only study, or the one named after --space)")
@@ -172,11 +178,7 @@ def _load_study(args: argparse.Namespace) -> optuna.Study:
 
 
 def _export(argv: Sequence[str]) -> int:
-    p = _Parser(
-        prog="mnist-search export",
-        description="Write the best configs of a study to JSON.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = _command_parser("export", "Write the best configs of a study to JSON.")
     _add_study_flags(p)
     p.add_argument("--top", type=_positive_int, default=1, help="how many of the best trials")
     p.add_argument("--with-baseline", action="store_true", help="also export the seed baseline trial(s)")
@@ -188,11 +190,10 @@ def _export(argv: Sequence[str]) -> int:
 
 
 def _retrain(argv: Sequence[str]) -> int:
-    p = _Parser(
-        prog="mnist-search retrain",
-        description="Train exported configs (or a study's top trials plus its seed baseline) for their own "
+    p = _command_parser(
+        "retrain",
+        "Train exported configs (or a study's top trials plus its seed baseline) for their own "
         "fixed epochs, once per seed, on the full 60k training set; report test accuracy mean ± std.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("configs", nargs="*", help="exported config JSON files")
     _add_study_flags(p)
@@ -230,11 +231,7 @@ def _retrain(argv: Sequence[str]) -> int:
 
 
 def _report(argv: Sequence[str]) -> int:
-    p = _Parser(
-        prog="mnist-search report",
-        description="Write a self-contained HTML report and a CSV of a study.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = _command_parser("report", "Write a self-contained HTML report and a CSV of a study.")
     _add_study_flags(p)
     p.add_argument("--top", type=_positive_int, default=10, help="rows in the top-trials table")
     p.add_argument("--out", help="HTML path (default: studies/exports/report-STUDY.html)")
@@ -249,11 +246,7 @@ def _report(argv: Sequence[str]) -> int:
 
 
 def _dashboard(argv: Sequence[str]) -> int:
-    p = _Parser(
-        prog="mnist-search dashboard",
-        description="Serve optuna-dashboard on the study storage.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = _command_parser("dashboard", "Serve optuna-dashboard on the study storage.")
     p.add_argument("--storage", default=default_storage(1), help="Optuna storage URL or journal file path")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on; loopback unless you mean otherwise")
     p.add_argument("--port", type=_positive_int, default=8080, help="port to listen on")

@@ -22,7 +22,15 @@ from search.dashboard import ARTIFACTS_DIR, artifact_store
 from search.data import Split, Tensors, load_mnist, resolve_data_dir, split_train_val
 from search.errors import UserError
 from search.progress import Progress
-from search.storage import Heartbeat, check_parallel_safe, default_storage, is_journal, open_storage, redact
+from search.storage import (
+    Heartbeat,
+    check_parallel_safe,
+    default_storage,
+    is_journal,
+    is_sqlite,
+    open_storage,
+    redact,
+)  # fmt: skip
 from search.train import Diverged, TrainSettings, count_params, resolve_device, train
 from spaces import Budget, InvalidArchitecture, Space, get_space
 
@@ -230,6 +238,7 @@ class _Worker:
     def run(self) -> None:
         if self.options.multi_objective and not self.options.quiet:
             print("note: Optuna cannot prune multi-objective studies; every trial runs all its epochs")
+        self._warn_if_sqlite_is_shared()
         deadline = None if self.options.timeout is None else time.monotonic() + self.options.timeout
         while deadline is None or time.monotonic() < deadline:
             self._fail_abandoned_trials()
@@ -258,6 +267,20 @@ class _Worker:
                 return
             time.sleep(POLL_S)
             self._fail_abandoned_trials()
+
+    def _warn_if_sqlite_is_shared(self) -> None:
+        """SQLite is not safe for several writing processes (Optuna's FAQ); say so when we see one."""
+        if not is_sqlite(self.options.storage_url()):
+            return
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            host, _, pid = t.user_attrs.get("worker", "").rpartition(":")
+            if host == socket.gethostname() and pid.isdigit() and int(pid) != os.getpid() and _process_alive(int(pid)):
+                print(
+                    f"warning: process {pid} is also running trials on this SQLite study, and SQLite is not safe "
+                    "for several processes; use --jobs N (journal file) or a postgresql:// --storage",
+                    file=sys.stderr,
+                )
+                return
 
     def _fail_abandoned_trials(self) -> None:
         """Fail and re-queue RUNNING trials whose worker is gone.

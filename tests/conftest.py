@@ -45,3 +45,14 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subpro
         text=True,
         timeout=timeout,
     )
+
+
+def small_search(tmp_path: Path, data_dir: Path, **overrides):
+    """SearchOptions for a tiny CPU study in ``tmp_path``: 1 epoch, 1,000 + 1,000 images."""
+    from search import SearchOptions
+
+    base = dict(
+        space="ffn", trials=3, storage=f"sqlite:///{tmp_path}/s.db", max_epochs=1, train_subset=1000,
+        val_size=1000, data_dir=str(data_dir), download=False, device="cpu", quiet=True, artifacts=None,
+    )  # fmt: skip
+    return SearchOptions(**(base | overrides))

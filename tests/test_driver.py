@@ -7,26 +7,15 @@ import pytest
 from optuna.trial import TrialState
 
 import search.driver
-from search import SearchOptions, run_search
+from search import run_search
 from search.driver import open_study
 from search.errors import UserError
 from spaces import get_space
+from tests.conftest import small_search
 
 
-def options(tmp_path, data_dir, **overrides) -> SearchOptions:
-    base = dict(
-        space="ffn",
-        trials=3,
-        storage=f"sqlite:///{tmp_path}/s.db",
-        max_epochs=1,
-        train_subset=1000,
-        val_size=1000,
-        data_dir=str(data_dir),
-        download=False,
-        device="cpu",
-        quiet=True,
-    )
-    return SearchOptions(**(base | overrides))
+def options(tmp_path, data_dir, **overrides):
+    return small_search(tmp_path, data_dir, **overrides)
 
 
 def test_trial_0_is_the_seed_config_and_records_its_measurements(tmp_path, data_dir):

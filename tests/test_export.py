@@ -79,3 +79,10 @@ def test_report_is_one_html_file_with_optuna_figures_a_pareto_view_and_a_csv(stu
     frame = pareto_frame(_study(study_dir)._storage)
     assert set(frame.study) == {"ffn-e2-n1000", "fcn-e2-n1000"}
     assert frame.pareto.any()
+
+
+def test_names_from_studies_cannot_leave_the_output_folder():
+    from search.export import slug
+
+    assert "/" not in slug("../../etc/passwd") and not slug("../x").startswith(".")
+    assert slug("gap_cnn-p8000-e15") == "gap_cnn-p8000-e15"

@@ -9,25 +9,13 @@ import optuna
 from optuna.trial import TrialState
 
 import search.driver
-from search import SearchOptions, run_search
+from search import run_search
 from search.driver import open_study
+from tests.conftest import small_search
 
 
-def options(tmp_path, data_dir, **overrides) -> SearchOptions:
-    base = dict(
-        space="ffn",
-        trials=3,
-        storage=f"sqlite:///{tmp_path}/s.db",
-        max_epochs=1,
-        train_subset=500,
-        val_size=500,
-        data_dir=str(data_dir),
-        download=False,
-        device="cpu",
-        quiet=True,
-        artifacts=None,
-    )
-    return SearchOptions(**(base | overrides))
+def options(tmp_path, data_dir, **overrides):
+    return small_search(tmp_path, data_dir, **({"train_subset": 500, "val_size": 500} | overrides))
 
 
 def test_diverging_lr_prunes_the_trial_with_its_reason_and_the_study_goes_on(tmp_path, data_dir):

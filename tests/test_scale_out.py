@@ -155,7 +155,7 @@ def test_kill_9_mid_trial_then_rerun_resumes_with_nothing_lost(backend, tmp_path
     if backend == "postgres":
         storage = request.getfixturevalue("postgres_url")
     name = f"kill-{backend}"
-    slow = ["--epochs", "8", "--train-subset", "3000", "--heartbeat", "1", "--artifacts", str(tmp_path)]
+    slow = ["--epochs", "8", "--train-subset", "20000", "--heartbeat", "1", "--artifacts", str(tmp_path)]
     worker = _worker(storage, name, 4, *slow)
     victim = _wait_for_running_trial(storage, name)
     completed_before = {t.number for t in _load(storage, name).get_trials(states=(TrialState.COMPLETE,))}
@@ -175,7 +175,9 @@ def test_kill_9_mid_trial_then_rerun_resumes_with_nothing_lost(backend, tmp_path
 
 def test_ctrl_c_marks_the_trial_and_says_how_to_resume(tmp_path):
     storage = f"sqlite:///{tmp_path}/int.db"
-    worker = _worker(storage, "interrupted", 4, "--epochs", "8", "--train-subset", "3000", "--artifacts", str(tmp_path))
+    worker = _worker(
+        storage, "interrupted", 4, "--epochs", "8", "--train-subset", "20000", "--artifacts", str(tmp_path)
+    )
     victim = _wait_for_running_trial(storage, "interrupted")
     worker.send_signal(signal.SIGINT)
     _out, err = worker.communicate(timeout=60)
