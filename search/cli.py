@@ -27,6 +27,15 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show each option's default, except for switches, options without one, and helps that say it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.nargs == 0 or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but every usage error is one line with exit status 2."""
 
@@ -65,7 +74,7 @@ def search_parser() -> argparse.ArgumentParser:
         prog="mnist-search",
         description="Pruned Optuna search over an MNIST model family. Other commands: "
         "export, retrain, report, dashboard (mnist-search COMMAND --help).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     p.add_argument("--space", required=True, help=f"model family: {', '.join(SPACES)}")
     p.add_argument(
@@ -153,9 +162,7 @@ def _search(argv: Sequence[str]) -> int:
 
 
 def _command_parser(command: str, description: str) -> argparse.ArgumentParser:
-    return _Parser(
-        prog=f"mnist-search {command}", description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    return _Parser(prog=f"mnist-search {command}", description=description, formatter_class=_HelpFormatter)
 
 
 def _add_study_flags(parser: argparse.ArgumentParser) -> None:
