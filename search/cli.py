@@ -14,11 +14,21 @@ from pathlib import Path
 
 import optuna
 
-from search.dashboard import ARTIFACTS_DIR, serve_dashboard
+from search.dashboard import ARTIFACTS_DIR, artifact_store, serve_dashboard
 from search.data import DATA_ENV
 from search.driver import OBJECTIVES, PRUNERS, SAMPLERS, SearchOptions, run_search
 from search.errors import UserError
-from search.export import EXPORTS_DIR, export, format_retrain, load_record, retrain, select_trials, slug, trial_record
+from search.export import (
+    EXPORTS_DIR,
+    attach_checkpoints,
+    export,
+    format_retrain,
+    load_record,
+    retrain,
+    select_trials,
+    slug,
+    trial_record,
+)
 from search.results import format_summary
 from search.storage import Heartbeat, default_storage, open_storage, redact
 from spaces import SPACES
@@ -212,8 +222,12 @@ def _retrain(argv: Sequence[str]) -> int:
         help="train on the study's search split and measure validation accuracy (reproduces a trial)",
     )
     p.add_argument("--out", default=str(EXPORTS_DIR), help="folder for checkpoints, metrics and reports")
+    p.add_argument(
+        "--artifacts", default=str(ARTIFACTS_DIR), help="with a study: artifact folder the checkpoints are uploaded to"
+    )
     _add_data_flags(p)
     args = p.parse_args(argv)
+    study = None
     if args.configs:
         records = [load_record(Path(c)) for c in args.configs]
     else:
@@ -232,6 +246,8 @@ def _retrain(argv: Sequence[str]) -> int:
                 out_dir=Path(args.out),
             )
         )
+        if study is not None:  # the dashboard then offers each trial's checkpoints
+            attach_checkpoints(study, results[-1], artifact_store(Path(args.artifacts)))
         print(format_retrain(results[-1:]).splitlines()[-1], flush=True)
     print(format_retrain(results))
     return 0

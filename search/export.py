@@ -7,7 +7,7 @@ import platform
 import re
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +138,7 @@ class RetrainResult:
     evaluated_on: str  # "test" (full 60k training set) or "val" (the study's search split)
     seconds: float
     baseline: bool
+    checkpoints: list[Path] = field(default_factory=list)
 
     @property
     def mean(self) -> float:
@@ -192,7 +193,19 @@ def retrain(
         if out_dir is not None:
             stem = out_dir / f"{name}-seed{seed}"
             _save_artifacts(stem, model, record, run.accuracies, eval_set, target, plot=seed == seeds[0])
+            result.checkpoints.append(Path(f"{stem}.pt"))
     return result
+
+
+def attach_checkpoints(study: optuna.Study, result: RetrainResult, store: Any) -> None:
+    """Upload a retrain's checkpoints and per-class reports to the study, for the dashboard.
+
+    To the study, not the trial: Optuna refuses new artifacts on a finished trial. The file names
+    (``STUDY-trialN-seedS.pt``) say which trial each belongs to.
+    """
+    for checkpoint in result.checkpoints:
+        for path in (checkpoint, checkpoint.with_suffix(".report.txt")):
+            optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=study)
 
 
 def _save_artifacts(

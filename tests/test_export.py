@@ -86,3 +86,18 @@ def test_names_from_studies_cannot_leave_the_output_folder():
 
     assert "/" not in slug("../../etc/passwd") and not slug("../x").startswith(".")
     assert slug("gap_cnn-p8000-e15") == "gap_cnn-p8000-e15"
+
+
+def test_retrained_checkpoints_are_attached_to_the_study_for_the_dashboard(study_dir, tmp_path):
+    import optuna
+
+    from search.dashboard import artifact_store
+    from search.export import attach_checkpoints, trial_record
+
+    study = _study(study_dir)
+    trial = study.trials[0]
+    record = trial_record(study, trial) | {"config": trial.user_attrs["config"] | {"epochs": 1}}
+    result = retrain(record, [0], device="cpu", on_search_split=True, out_dir=tmp_path, download=False)
+    attach_checkpoints(study, result, artifact_store(tmp_path / "artifacts"))
+    names = {meta.filename for meta in optuna.artifacts.get_all_artifact_meta(study)}
+    assert {f"{result.name}-seed0.pt", f"{result.name}-seed0.report.txt"} <= names

@@ -6,6 +6,8 @@ import re
 from pathlib import Path
 
 import optuna
+import pytest
+import torch
 from optuna.trial import TrialState
 
 import search.driver
@@ -65,3 +67,11 @@ def test_memory_stays_flat_across_many_trials(tmp_path, data_dir):
     assert grown < 40, f"RSS grew {grown:.1f} MB over 40 trials"
     study = optuna.load_study(study_name="ffn-e1-n300", storage=opts.storage_url())
     assert len(study.trials) == 50
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_memory_stays_flat_across_trials(tmp_path, data_dir):
+    run_search(options(tmp_path, data_dir, trials=5, device="cuda"))  # warm up: CUDA context, cuDNN
+    before = torch.cuda.memory_allocated()
+    run_search(options(tmp_path, data_dir, trials=30, device="cuda"))
+    assert torch.cuda.memory_allocated() - before < 16 * 2**20
