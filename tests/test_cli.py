@@ -149,3 +149,16 @@ def test_existing_study_of_another_space_is_refused_without_change(tmp_path):
     assert result.returncode == 2
     assert "was created with space='ffn', not 'fcn'" in result.stderr
     assert len(optuna.load_study(study_name="mine", storage=storage).trials) == 2
+
+
+def test_jobs_run_worker_processes_on_the_journal_file(tmp_path):
+    result = run_cli("--space", "ffn", "--trials", "6", *QUICK, "--jobs", "2", "--quiet", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("seed baseline") == 1  # one table, from the parent
+    from search.storage import open_storage
+
+    storage = open_storage(str(tmp_path / "studies" / "mnist-search.journal"))
+    study = optuna.load_study(study_name="ffn-e1-n1000", storage=storage)
+    finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(finished) == 6
+    assert not (tmp_path / "studies" / "mnist-search.db").exists()
