@@ -10,6 +10,7 @@ import argparse
 import sys
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import fields
 from pathlib import Path
 
 import optuna
@@ -135,28 +136,12 @@ def search_parser() -> argparse.ArgumentParser:
 
 def _search(argv: Sequence[str]) -> int:
     args = search_parser().parse_args(argv)
+    # Every flag is named after its SearchOptions field; two need converting.
+    passed = {f.name for f in fields(SearchOptions)} - {"objectives", "heartbeat"}
     options = SearchOptions(
-        space=args.space,
-        trials=args.trials,
-        storage=args.storage,
-        study_name=args.study_name,
-        sampler=args.sampler,
-        pruner=args.pruner,
-        seed=args.seed,
-        timeout=args.timeout,
-        max_epochs=args.max_epochs,
-        max_params=args.max_params,
+        **{name: getattr(args, name) for name in passed},
         objectives=tuple(args.objectives),
-        data_dir=args.data_dir,
-        download=args.download,
-        device=args.device,
-        train_subset=args.train_subset,
-        val_size=args.val_size,
-        jobs=args.jobs,
-        worker_index=args.worker_index,
         heartbeat=Heartbeat(args.heartbeat, 3 * args.heartbeat),
-        quiet=args.quiet,
-        artifacts=args.artifacts,
     )
     try:
         study = run_search(options)
