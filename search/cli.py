@@ -128,21 +128,27 @@ def search_parser() -> argparse.ArgumentParser:
         default=Heartbeat.interval,
         help="seconds between heartbeats of a running trial (RDB storages); stale after 3 missed",
     )
-    p.add_argument("--artifacts", default=str(ARTIFACTS_DIR), help="artifact folder for per-trial learning curves")
+    p.add_argument(
+        "--artifacts", default=str(ARTIFACTS_DIR), help="artifact folder for per-trial learning curves ('' for none)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress output; only the final table")
     _add_data_flags(p)
     return p
 
 
-def _search(argv: Sequence[str]) -> int:
-    args = search_parser().parse_args(argv)
-    # Every flag is named after its SearchOptions field; two need converting.
-    passed = {f.name for f in fields(SearchOptions)} - {"objectives", "heartbeat"}
-    options = SearchOptions(
+def options_from_args(args: argparse.Namespace) -> SearchOptions:
+    # Every flag is named after its SearchOptions field; three need converting.
+    passed = {f.name for f in fields(SearchOptions)} - {"objectives", "heartbeat", "artifacts"}
+    return SearchOptions(
         **{name: getattr(args, name) for name in passed},
         objectives=tuple(args.objectives),
         heartbeat=Heartbeat(args.heartbeat, 3 * args.heartbeat),
+        artifacts=args.artifacts or None,
     )
+
+
+def _search(argv: Sequence[str]) -> int:
+    options = options_from_args(search_parser().parse_args(argv))
     try:
         study = run_search(options)
     except KeyboardInterrupt:

@@ -441,7 +441,7 @@ def worker_argv(options: SearchOptions) -> list[str]:
     for key, value in asdict(options).items():
         if key in ("heartbeat", "download", "quiet", "objectives") or value == asdict(defaults)[key]:
             continue
-        argv += [f"--{key.replace('_', '-')}", str(value)]
+        argv += [f"--{key.replace('_', '-')}", "" if value is None else str(value)]  # "": off
     argv += ["--space", options.space, "--objectives", *options.objectives]
     argv += ["--heartbeat", str(options.heartbeat.interval)]
     if not options.download:

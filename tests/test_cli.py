@@ -162,3 +162,19 @@ def test_jobs_run_worker_processes_on_the_journal_file(tmp_path):
     finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
     assert len(finished) == 6
     assert not (tmp_path / "studies" / "mnist-search.db").exists()
+
+
+def test_worker_arguments_reproduce_every_option():
+    from search import Heartbeat, SearchOptions
+    from search.cli import options_from_args, search_parser
+    from search.driver import worker_argv
+
+    options = SearchOptions(
+        space="gap_cnn", trials=7, storage="x.journal", study_name="s", sampler="random", pruner="sha", seed=3,
+        timeout=5.0, max_epochs=4, max_params=9000, objectives=("accuracy", "params"), data_dir="/d",
+        download=False, device="cpu", train_subset=100, val_size=50, worker_index=2, heartbeat=Heartbeat(2, 6),
+        quiet=True, artifacts=None,
+    )  # fmt: skip
+    argv = worker_argv(options)
+    assert argv[0] == "search"
+    assert options_from_args(search_parser().parse_args(argv[1:])) == options
