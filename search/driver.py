@@ -21,7 +21,7 @@ from optuna.trial import TrialState
 from search.dashboard import ARTIFACTS_DIR, artifact_store
 from search.data import Split, Tensors, load_mnist, resolve_data_dir, split_train_val
 from search.errors import UserError
-from search.progress import Progress
+from search.progress import LINES_ENV, Progress
 from search.storage import (
     Heartbeat,
     check_parallel_safe,
@@ -416,7 +416,7 @@ def _release_memory(device: torch.device) -> None:
 def _launch_workers(options: SearchOptions, url: str, study_name: str) -> None:
     """``--jobs N``: N worker processes of this same CLI on one study (and one GPU, if any)."""
     threads = max(1, (os.cpu_count() or 1) // options.jobs)  # never oversubscribe the cores
-    env = os.environ | {"OMP_NUM_THREADS": str(threads), "MNIST_SEARCH_THREADS": str(threads)}
+    env = os.environ | {"OMP_NUM_THREADS": str(threads), "MNIST_SEARCH_THREADS": str(threads), LINES_ENV: "1"}
     worker_options = replace(options, storage=url, study_name=study_name, jobs=1)
     processes = [
         subprocess.Popen(

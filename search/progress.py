@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import optuna
 from optuna.trial import TrialState
 from tqdm import tqdm
 
+LINES_ENV = "MNIST_SEARCH_PROGRESS_LINES"
+
 
 class Progress:
     def __init__(self, study: optuna.Study, total: int, *, quiet: bool) -> None:
         self.study, self.total, self.quiet = study, total, quiet
-        self.interactive = not quiet and sys.stderr.isatty()
+        # Workers of --jobs share the parent's terminal: several bars would garble it.
+        self.interactive = not quiet and sys.stderr.isatty() and os.environ.get(LINES_ENV) != "1"
         self.bar = tqdm(total=total, initial=self._counts()[0], dynamic_ncols=True) if self.interactive else None
 
     def _counts(self) -> tuple[int, int, int, float | None]:
