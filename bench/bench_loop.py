@@ -162,8 +162,6 @@ def main() -> None:
     device = resolve_device(args.device)
     config = get_space(args.space).baselines[0] | {"space": args.space}
     data, val = _data(args.data_dir, args.train_images)
-    if device.type == "cpu":
-        torch.set_num_threads(torch.get_num_threads())
     rows = []
     for workers in args.loader_workers:
         s = seed_style_epoch_seconds(config, data, device, workers, args.epochs)

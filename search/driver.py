@@ -211,10 +211,6 @@ def _pruner(options: SearchOptions, budget: Budget) -> optuna.pruners.BasePruner
     return optuna.pruners.MedianPruner(n_startup_trials=8, n_warmup_steps=4)
 
 
-def finished_count(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=FINISHED))
-
-
 class StudyFull(Exception):
     """Other workers finished the study while this trial waited to start."""
 
@@ -240,14 +236,15 @@ class _Worker:
             print("note: Optuna cannot prune multi-objective studies; every trial runs all its epochs")
         self._warn_if_sqlite_is_shared()
         deadline = None if self.options.timeout is None else time.monotonic() + self.options.timeout
+        self._fail_abandoned_trials()  # a restarted worker re-queues what its predecessor left
         while deadline is None or time.monotonic() < deadline:
-            self._fail_abandoned_trials()
             states = [t.state for t in self.study.get_trials(deepcopy=False)]
             done = sum(s in FINISHED for s in states)
             if done >= self.options.trials:
                 break
             if done + states.count(TrialState.RUNNING) >= self.options.trials:
                 time.sleep(POLL_S)  # the rest are in flight elsewhere; stay in case they fail
+                self._fail_abandoned_trials()
                 continue
             remaining = None if deadline is None else max(deadline - time.monotonic(), 0.01)
             self.study.optimize(

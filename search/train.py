@@ -3,7 +3,7 @@
 Measured on one H100 (2026-11-23, docs/benchmarks.md, docs/results.md): seed 004's 14,320-parameter
 GAP CNN trains at 0.29 s per 58k-image epoch at batch 128 (6.8x a 4-worker DataLoader loop), and the
 best gap_cnn config found (17,334 parameters, 16 epochs) reaches 99.51% +- 0.03% test accuracy over
-3 seeds in about 5 s of training per seed.
+3 seeds; in the search that trial took 10.2 s, validation included.
 
 The dataset lives on the device as uint8; each step gathers a batch by index, augments it
 (optionally, as batched tensor ops) and standardises it. The step loop never syncs with the host:
@@ -24,6 +24,7 @@ from torch import nn
 
 from search.augment import random_affine
 from search.data import Tensors, normalise, standardise
+from search.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,6 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        from search.errors import UserError
-
         raise UserError("--device cuda was asked for, but no CUDA device is available; use --device auto or cpu")
     return torch.device(name)
 
