@@ -19,6 +19,8 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from datetime import date
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from search.data import MEAN, STD, Tensors, load_mnist, resolve_data_dir
+from search.mps import mps_daemon
 from search.train import TrainSettings, resolve_device, train
 from spaces import get_space
 
@@ -139,6 +142,17 @@ def jobs_seconds_per_trial(config: dict, data_dir: str | None, n_train: int, dev
     return wall
 
 
+@contextmanager
+def _environ(extra: dict[str, str]) -> Iterator[None]:
+    saved = dict(os.environ)
+    os.environ.update(extra)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 def _data(data_dir: str | None, n_train: int) -> tuple[Tensors, Tensors]:
     mnist = load_mnist(resolve_data_dir(data_dir), download=False)
     index = torch.arange(n_train)
@@ -180,12 +194,22 @@ def main() -> None:
     for row in rows:
         row["trials_per_hour"] = 3600 / (row["s_per_epoch"] * epochs_per_trial)
     if args.jobs > 1:
-        one = jobs_seconds_per_trial(config, args.data_dir, args.train_images, args.device, args.epochs, 1)
-        many = jobs_seconds_per_trial(config, args.data_dir, args.train_images, args.device, args.epochs, args.jobs)
-        for jobs, wall in ((1, one), (args.jobs, many)):
+        runs = [(1, ""), (args.jobs, "")]
+        if device.type == "cuda":
+            runs.append((args.jobs, " under CUDA MPS"))
+        for jobs, label in runs:
+            # The workers inherit the environment: MPS applies to processes started inside the block.
+            with mps_daemon() if label else nullcontext({}) as mps_env:
+                if label and not mps_env:
+                    print("no CUDA MPS on this machine: skipping the MPS row")
+                    continue
+                with _environ(mps_env):
+                    wall = jobs_seconds_per_trial(
+                        config, args.data_dir, args.train_images, args.device, args.epochs, jobs
+                    )
             rows.append(
                 {
-                    "loop": f"mnist-search loop, {jobs} process(es) at once, batch {config['batch_size']}",
+                    "loop": f"mnist-search loop, {jobs} process(es) at once{label}, batch {config['batch_size']}",
                     "s_per_epoch": wall / args.epochs / jobs,
                     "trials_per_hour": 3600 * jobs / (wall / args.epochs * epochs_per_trial),
                 }

@@ -121,6 +121,9 @@ def search_parser() -> argparse.ArgumentParser:
         "--val-size", type=_positive_int, default=10_000, help="validation images carved from the 60k training set"
     )
     p.add_argument("--jobs", type=_positive_int, default=1, help="worker processes on this machine (and GPU)")
+    p.add_argument(
+        "--no-mps", dest="mps", action="store_false", help="--jobs on a GPU: do not start CUDA MPS for the workers"
+    )
     p.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument(
         "--heartbeat",

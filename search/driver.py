@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from optuna.trial import TrialState
 from search.dashboard import ARTIFACTS_DIR, artifact_store
 from search.data import Split, Tensors, load_mnist, resolve_data_dir, split_train_val
 from search.errors import UserError
+from search.mps import mps_daemon
 from search.progress import LINES_ENV, Progress
 from search.storage import (
     Heartbeat,
@@ -63,6 +65,7 @@ class SearchOptions:
     train_subset: int | None = None
     val_size: int = 10_000
     jobs: int = 1
+    mps: bool = True  # --jobs on a GPU: run the workers under CUDA MPS when the driver has it
     worker_index: int = 0
     heartbeat: Heartbeat = field(default_factory=Heartbeat)
     artifacts: str | None = str(ARTIFACTS_DIR)  # learning curves for the dashboard; None: keep none
@@ -230,6 +233,9 @@ class _Worker:
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self.heartbeat = not is_journal(options.storage_url())  # RDB storages beat; journals do not
         self.artifacts = None if options.artifacts is None else artifact_store(Path(options.artifacts))
+        # Everything alive now (torch, optuna, the data) lives for the whole run: freezing it keeps
+        # the per-trial gc.collect() from rescanning it (0.22 s a trial on the H100 machine).
+        gc.freeze()
 
     def run(self) -> None:
         if self.options.multi_objective and not self.options.quiet:
@@ -414,19 +420,25 @@ def _launch_workers(options: SearchOptions, url: str, study_name: str) -> None:
     """``--jobs N``: N worker processes of this same CLI on one study (and one GPU, if any)."""
     threads = max(1, (os.cpu_count() or 1) // options.jobs)  # never oversubscribe the cores
     env = os.environ | {"OMP_NUM_THREADS": str(threads), "MNIST_SEARCH_THREADS": str(threads), LINES_ENV: "1"}
-    worker_options = replace(options, storage=url, study_name=study_name, jobs=1)
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-m", "search.cli", *worker_argv(replace(worker_options, worker_index=i + 1))], env=env
-        )
-        for i in range(options.jobs)
-    ]
-    try:
-        codes = [p.wait() for p in processes]
-    except KeyboardInterrupt:
-        for p in processes:
-            p.wait()
-        raise
+    worker_options = replace(options, storage=url, study_name=study_name, jobs=1, mps=True)
+    use_mps = options.mps and resolve_device(options.device).type == "cuda"
+    with mps_daemon() if use_mps else nullcontext({}) as mps_env:
+        if use_mps and not options.quiet:
+            how = "under CUDA MPS" if mps_env else "without MPS (none found)"
+            print(f"{options.jobs} workers share the GPU {how}")
+        processes = [
+            subprocess.Popen(
+                [sys.executable, "-m", "search.cli", *worker_argv(replace(worker_options, worker_index=i + 1))],
+                env=env | mps_env,
+            )
+            for i in range(options.jobs)
+        ]
+        try:
+            codes = [p.wait() for p in processes]
+        except KeyboardInterrupt:
+            for p in processes:
+                p.wait()
+            raise
     if any(codes):
         raise UserError(f"{sum(c != 0 for c in codes)} of {options.jobs} workers failed; rerun to resume")
 
@@ -436,13 +448,15 @@ def worker_argv(options: SearchOptions) -> list[str]:
     argv = ["search"]
     defaults = SearchOptions(space=options.space)
     for key, value in asdict(options).items():
-        if key in ("heartbeat", "download", "quiet", "objectives") or value == asdict(defaults)[key]:
+        if key in ("heartbeat", "download", "mps", "quiet", "objectives") or value == asdict(defaults)[key]:
             continue
         argv += [f"--{key.replace('_', '-')}", "" if value is None else str(value)]  # "": off
     argv += ["--space", options.space, "--objectives", *options.objectives]
     argv += ["--heartbeat", str(options.heartbeat.interval)]
     if not options.download:
         argv.append("--no-download")
+    if not options.mps:
+        argv.append("--no-mps")
     if options.quiet:
         argv.append("--quiet")
     return argv

@@ -1,0 +1,53 @@
+"""CUDA MPS for ``--jobs N`` on one GPU.
+
+A small network's training step leaves most of an H100's SMs idle, but kernels of different
+processes never run side by side: the GPU time-slices between their contexts. Under NVIDIA's
+Multi-Process Service the workers' kernels share the GPU at once. When no MPS daemon is running
+and the driver ships ``nvidia-cuda-mps-control``, the parent starts a private daemon (its own pipe
+and log folders, default compute mode untouched) for the workers and stops it when they finish.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+CONTROL = "nvidia-cuda-mps-control"
+PIPE_ENV = "CUDA_MPS_PIPE_DIRECTORY"
+LOG_ENV = "CUDA_MPS_LOG_DIRECTORY"
+DEFAULT_PIPE_DIR = Path("/tmp/nvidia-mps")  # where clients look when PIPE_ENV is unset
+
+
+def running_daemon_env() -> dict[str, str] | None:
+    """The environment that reaches an MPS daemon that is already running, if there is one."""
+    pipe_dir = Path(os.environ.get(PIPE_ENV, DEFAULT_PIPE_DIR))
+    return {PIPE_ENV: str(pipe_dir)} if (pipe_dir / "control").exists() else None
+
+
+@contextmanager
+def mps_daemon() -> Iterator[dict[str, str]]:
+    """Yield the environment variables that put CUDA processes under MPS ({} when there is none).
+
+    An existing daemon is reused and left running; a daemon started here is quit on exit.
+    """
+    existing = running_daemon_env()
+    control = shutil.which(CONTROL)
+    if existing is not None or control is None:
+        yield existing or {}
+        return
+    root = Path(tempfile.mkdtemp(prefix="mnist-search-mps-"))
+    env = {PIPE_ENV: str(root / "pipe"), LOG_ENV: str(root / "log")}
+    for folder in env.values():
+        Path(folder).mkdir()
+    started = subprocess.run([control, "-d"], env=os.environ | env, capture_output=True).returncode == 0
+    try:
+        yield env if started else {}
+    finally:
+        if started:
+            subprocess.run([control], input=b"quit\n", env=os.environ | env, capture_output=True, timeout=30)
+        shutil.rmtree(root, ignore_errors=True)
