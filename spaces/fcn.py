@@ -34,8 +34,12 @@ def suggest(trial: optuna.Trial, budget: Budget) -> Config:
         optimizers=("adam",),
         lr=(1e-4, 1e-2),
         batch_sizes=(64, 128, 256, 512),
-        schedules=("none",),
+        # The seed trains at a constant lr with no augmentation; an MLP gains most from a
+        # decaying lr and light augmentation, so the recipe is searched along with the shape.
+        schedules=("none", "step", "onecycle"),
         min_epochs=3,
+        label_smoothing=0.1,
+        augment=True,
     )
 
 
@@ -54,6 +58,8 @@ SEED_001: Config = {
     "batch_size": 256,
     "epochs": 10,
     "schedule": "none",
+    "label_smoothing": 0.0,
+    "augment": 0.0,
 }
 
 SPACE = Space(
