@@ -13,6 +13,7 @@ light GPU augmentation and batch size.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,14 +37,21 @@ POOLS = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d}
 
 
 def suggest(trial: optuna.Trial, budget: Budget) -> Config:
+    # Conv parameters grow with width squared: under a tighter --max-params the width ranges
+    # shrink by the square root of the ratio, so fewer trials are spent on networks over budget.
+    scale = math.sqrt(budget.max_params / SPACE.max_params) if budget.max_params else 1.0
+
+    def width(name: str, low: int, high: int) -> int:
+        return trial.suggest_int(name, low, max(low, 2 * round(high * scale / 2)), step=2)
+
     config: Config = {"stage1_blocks": trial.suggest_int("stage1_blocks", 2, MAX_BLOCKS)}
     for i in range(config["stage1_blocks"]):
-        config[f"stage1_width_{i}"] = trial.suggest_int(f"stage1_width_{i}", 4, 24, step=2)
+        config[f"stage1_width_{i}"] = width(f"stage1_width_{i}", 4, 24)
     config["pool"] = trial.suggest_categorical("pool", list(POOLS))
     config["transition_width"] = trial.suggest_categorical("transition_width", [0, 8, 12, 16])
     config["stage2_blocks"] = trial.suggest_int("stage2_blocks", 1, MAX_BLOCKS)
     for i in range(config["stage2_blocks"]):
-        config[f"stage2_width_{i}"] = trial.suggest_int(f"stage2_width_{i}", 8, 32, step=2)
+        config[f"stage2_width_{i}"] = width(f"stage2_width_{i}", 8, 32)
     config["padding"] = trial.suggest_categorical("padding", ["valid", "same"])
     config["dropout"] = trial.suggest_float("dropout", 0.0, 0.15)
     config["head_hidden"] = trial.suggest_categorical("head_hidden", [0, 16, 32])
