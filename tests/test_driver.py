@@ -41,7 +41,7 @@ def test_rerun_resumes_the_same_study(tmp_path, data_dir):
     assert sum(bool(t.user_attrs.get("baseline")) for t in again.trials) == 1
 
 
-def test_over_budget_config_is_infeasible_without_a_training_step(tmp_path, data_dir, monkeypatch):
+def test_over_budget_config_is_infeasible_without_a_training_step(tmp_path, data_dir, monkeypatch, recwarn):
     calls = []
     real_train = search.driver.train
     monkeypatch.setattr(search.driver, "train", lambda *a, **k: calls.append(1) or real_train(*a, **k))
@@ -51,6 +51,7 @@ def test_over_budget_config_is_infeasible_without_a_training_step(tmp_path, data
     assert trial0.constraints == {"params": 14_320 - 5000}
     assert "infeasible" in trial0.user_attrs and "epochs_run" not in trial0.user_attrs
     assert calls == []
+    assert not [w for w in recwarn if "out of range" in str(w.message)]  # the seed's widths, shrunk ranges
     with pytest.raises(ValueError):  # Optuna skips infeasible trials when picking the best
         _ = study.best_trial
 
