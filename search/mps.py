@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,8 +47,23 @@ def mps_daemon() -> Iterator[dict[str, str]]:
         Path(folder).mkdir()
     started = subprocess.run([control, "-d"], env=os.environ | env, capture_output=True).returncode == 0
     try:
-        yield env if started else {}
+        # The daemon starts its server only when the first client connects; where MPS is not
+        # permitted (some containers, exclusive compute modes) that client fails, and so would
+        # every worker. One throwaway client finds out first.
+        yield env if started and client_connects(env) else {}
     finally:
         if started:
             subprocess.run([control], input=b"quit\n", env=os.environ | env, capture_output=True, timeout=30)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def client_connects(env: dict[str, str], timeout_s: float = 120) -> bool:
+    """Whether a CUDA process started with ``env`` gets a working context through the daemon."""
+    probe = "import torch; torch.zeros(1, device='cuda'); torch.cuda.synchronize()"
+    try:
+        run = subprocess.run(
+            [sys.executable, "-c", probe], env=os.environ | env, capture_output=True, timeout=timeout_s
+        )
+    except subprocess.TimeoutExpired:
+        return False
+    return run.returncode == 0

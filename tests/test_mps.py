@@ -10,6 +10,7 @@ import stat
 from pathlib import Path
 
 import pytest
+import torch
 
 from search import mps
 
@@ -37,6 +38,7 @@ def fake_control(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("MPS_CALLS", str(calls))
     monkeypatch.delenv(mps.PIPE_ENV, raising=False)
     monkeypatch.setattr(mps, "DEFAULT_PIPE_DIR", tmp_path / "no-daemon-here")
+    monkeypatch.setattr(mps, "client_connects", lambda env: (Path(env[mps.PIPE_ENV]) / "control").exists())
     return calls
 
 
@@ -71,3 +73,16 @@ def test_without_the_control_binary_workers_run_without_mps(tmp_path, monkeypatc
     monkeypatch.setattr(mps, "DEFAULT_PIPE_DIR", tmp_path / "no-daemon-here")
     with mps.mps_daemon() as env:
         assert env == {}
+
+
+def test_a_daemon_that_no_client_can_use_is_quit_and_workers_run_without_it(fake_control, monkeypatch):
+    monkeypatch.setattr(mps, "client_connects", lambda env: False)  # e.g. MPS not permitted here
+    with mps.mps_daemon() as env:
+        assert env == {}
+    assert fake_control.read_text().splitlines()[-1].startswith("quit ")
+
+
+def test_the_client_probe_fails_without_a_usable_gpu():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert not mps.client_connects({})
