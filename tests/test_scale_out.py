@@ -175,13 +175,18 @@ def test_kill_9_mid_trial_then_rerun_resumes_with_nothing_lost(backend, tmp_path
 
 def test_ctrl_c_marks_the_trial_and_says_how_to_resume(tmp_path):
     storage = f"sqlite:///{tmp_path}/int.db"
+    # Far more trials than can finish: the worker must still be running when the signal lands.
     worker = _worker(
-        storage, "interrupted", 4, "--epochs", "8", "--train-subset", "20000", "--artifacts", str(tmp_path)
+        storage, "interrupted", 50, "--epochs", "8", "--train-subset", "20000", "--artifacts", str(tmp_path)
     )
-    victim = _wait_for_running_trial(storage, "interrupted")
+    _wait_for_running_trial(storage, "interrupted")
     worker.send_signal(signal.SIGINT)
     _out, err = worker.communicate(timeout=60)
-    assert worker.returncode == 130
+    assert worker.returncode == 130, err
     assert "run the same command again to resume" in err
     assert "Traceback" not in err
-    assert _load(storage, "interrupted").trials[victim].state == TrialState.FAIL
+    study = _load(storage, "interrupted")
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    [failed] = study.get_trials(states=(TrialState.FAIL,))
+    if failed.intermediate_values:  # interrupted while training (not in the instant between trials)
+        assert failed.user_attrs["fail_reason"] == "interrupted (Ctrl-C)"
