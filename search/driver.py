@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import warnings
-from collections.abc import Sequence
-from contextlib import nullcontext
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -232,6 +234,7 @@ class _Worker:
         self.train_set, self.val_set = (part.to(self.device) for part in data)
         self.progress = Progress(study, options.trials, quiet=options.quiet)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        self.interrupted: threading.Event | None = None  # set by Ctrl-C while run() is active
         self.heartbeat = not is_journal(options.storage_url())  # RDB storages beat; journals do not
         self.artifacts = None if options.artifacts is None else artifact_store(Path(options.artifacts))
         # Everything alive now (torch, optuna, the data) lives for the whole run: freezing it keeps
@@ -244,7 +247,14 @@ class _Worker:
         self._warn_if_sqlite_is_shared()
         deadline = None if self.options.timeout is None else time.monotonic() + self.options.timeout
         self._fail_abandoned_trials()  # a restarted worker re-queues what its predecessor left
+        with _remember_ctrl_c() as interrupted:
+            self.interrupted = interrupted
+            self._run_until_done(deadline)
+        self.progress.close()
+
+    def _run_until_done(self, deadline: float | None) -> None:
         while deadline is None or time.monotonic() < deadline:
+            self._raise_if_interrupted()
             states = [t.state for t in self.study.get_trials(deepcopy=False)]
             done = sum(s in FINISHED for s in states)
             if done >= self.options.trials:
@@ -257,7 +267,11 @@ class _Worker:
             self.study.optimize(
                 self._objective, n_trials=1, timeout=remaining, catch=(Exception,), gc_after_trial=False
             )
-        self.progress.close()
+
+    def _raise_if_interrupted(self) -> None:
+        # A KeyboardInterrupt raised inside a finalizer is swallowed by Python; the flag is not.
+        if self.interrupted is not None and self.interrupted.is_set():
+            raise KeyboardInterrupt
 
     def _claim(self, trial: optuna.Trial) -> None:
         """Start only while finished trials plus earlier-numbered running ones leave room."""
@@ -339,6 +353,7 @@ class _Worker:
         curve: list[float] = []
 
         def on_epoch(epoch: int, accuracy: float) -> None:
+            self._raise_if_interrupted()
             curve.append(accuracy)
             self.progress.epoch(trial.number, epoch, config["epochs"], accuracy)
             if not self.options.multi_objective:
@@ -397,6 +412,26 @@ class _Worker:
             path = Path(tmp) / f"trial{trial.number}-learning-curve.csv"
             path.write_text("epoch,val_accuracy\n" + "".join(f"{e},{a}\n" for e, a in enumerate(curve, start=1)))
             optuna.artifacts.upload_artifact(artifact_store=self.artifacts, file_path=str(path), study_or_trial=trial)
+
+
+@contextmanager
+def _remember_ctrl_c() -> Iterator[threading.Event | None]:
+    """Ctrl-C raises KeyboardInterrupt as usual and also sets an event the worker checks between
+    epochs and trials. (None where signals cannot be handled: outside the main thread.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield None
+        return
+    event = threading.Event()
+
+    def on_sigint(signum: int, frame: object) -> None:
+        event.set()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield event
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _process_alive(pid: int) -> bool:
