@@ -7,7 +7,7 @@ In one run, on one device, it trains the same config (default: seed 004's GAP CN
   3. the project's loop in N concurrent processes (what `mnist-search --jobs N` does),
 and prints seconds per epoch, trials per hour and ratios against the seed-style loop.
 
-    python bench/bench_loop.py --space gap_cnn --epochs 2 --jobs 4 --out docs/bench.json
+    python bench/bench_loop.py --space gap_cnn --epochs 2 --jobs 2 4 8 --out docs/bench.json
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import platform
 import statistics
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -166,7 +166,7 @@ def main() -> None:
     p.add_argument("--batch-sizes", type=int, nargs="*", default=[], help="more batch sizes for the project loop")
     p.add_argument("--epochs", type=int, default=2, help="timed epochs per measurement")
     p.add_argument("--train-images", type=int, default=58_000)
-    p.add_argument("--jobs", type=int, default=4)
+    p.add_argument("--jobs", type=int, nargs="+", default=[4], help="concurrent processes to measure (and 1)")
     p.add_argument("--loader-workers", type=int, nargs="+", default=[1, 4])
     p.add_argument("--device", default="auto")
     p.add_argument("--data-dir")
@@ -193,27 +193,25 @@ def main() -> None:
     epochs_per_trial = config["epochs"]
     for row in rows:
         row["trials_per_hour"] = 3600 / (row["s_per_epoch"] * epochs_per_trial)
-    if args.jobs > 1:
-        runs = [(1, ""), (args.jobs, "")]
-        if device.type == "cuda":
-            runs.append((args.jobs, " under CUDA MPS"))
-        for jobs, label in runs:
-            # The workers inherit the environment: MPS applies to processes started inside the block.
-            with mps_daemon() if label else nullcontext({}) as mps_env:
-                if label and not mps_env:
-                    print("no CUDA MPS on this machine: skipping the MPS row")
-                    continue
-                with _environ(mps_env):
-                    wall = jobs_seconds_per_trial(
-                        config, args.data_dir, args.train_images, args.device, args.epochs, jobs
-                    )
-            rows.append(
-                {
-                    "loop": f"mnist-search loop, {jobs} process(es) at once{label}, batch {config['batch_size']}",
-                    "s_per_epoch": wall / args.epochs / jobs,
-                    "trials_per_hour": 3600 * jobs / (wall / args.epochs * epochs_per_trial),
-                }
-            )
+
+    def jobs_row(jobs: int, label: str) -> dict:
+        wall = jobs_seconds_per_trial(config, args.data_dir, args.train_images, args.device, args.epochs, jobs)
+        return {
+            "loop": f"mnist-search loop, {jobs} process(es) at once{label}, batch {config['batch_size']}",
+            "s_per_epoch": wall / args.epochs / jobs,
+            "trials_per_hour": 3600 * jobs / (wall / args.epochs * epochs_per_trial),
+        }
+
+    many = [j for j in args.jobs if j > 1]
+    if many:
+        rows += [jobs_row(jobs, "") for jobs in [1, *many]]
+    if many and device.type == "cuda":
+        # The workers inherit the environment: MPS applies to processes started inside the block.
+        with mps_daemon() as mps_env:
+            if not mps_env:
+                print("no CUDA MPS on this machine: skipping the MPS rows")
+            with _environ(mps_env):
+                rows += [jobs_row(jobs, " under CUDA MPS") for jobs in [1, *many] if mps_env]
     for row in rows:
         row["speedup_vs_seed_loop"] = baseline / row["s_per_epoch"]
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({platform.processor() or 'x86_64'})"

@@ -3,6 +3,7 @@
 The public Python API; the ``mnist-search`` CLI is a thin layer over it.
 """
 
+from search.algorithms import PRUNERS, SAMPLERS, make_pruner, make_sampler
 from search.data import Mnist, Split, Tensors, load_mnist, resolve_data_dir, split_train_val
 from search.driver import TARGET, SearchOptions, open_study, run_search
 from search.errors import UserError
@@ -14,6 +15,8 @@ __all__ = [
     "TARGET",
     "Diverged",
     "Heartbeat",
+    "PRUNERS",
+    "SAMPLERS",
     "Mnist",
     "SearchOptions",
     "Split",
@@ -25,6 +28,8 @@ __all__ = [
     "count_params",
     "format_summary",
     "load_mnist",
+    "make_pruner",
+    "make_sampler",
     "open_storage",
     "open_study",
     "predict",

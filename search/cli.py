@@ -15,9 +15,10 @@ from pathlib import Path
 
 import optuna
 
+from search.algorithms import PRUNERS, SAMPLERS
 from search.dashboard import ARTIFACTS_DIR, artifact_store, serve_dashboard
 from search.data import DATA_ENV
-from search.driver import OBJECTIVES, PRUNERS, SAMPLERS, SearchOptions, run_search
+from search.driver import OBJECTIVES, SearchOptions, run_search
 from search.errors import UserError
 from search.export import (
     EXPORTS_DIR,

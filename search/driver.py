@@ -22,6 +22,7 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
+from search.algorithms import PRUNERS, SAMPLERS, make_pruner, make_sampler
 from search.dashboard import ARTIFACTS_DIR, artifact_store
 from search.data import Split, Tensors, load_mnist, resolve_data_dir, split_train_val
 from search.errors import UserError
@@ -40,8 +41,6 @@ from search.train import Diverged, TrainSettings, count_params, resolve_device, 
 from spaces import Budget, InvalidArchitecture, Space, get_space
 
 TARGET = 0.994
-SAMPLERS = ("tpe", "random", "gp", "cmaes")
-PRUNERS = ("median", "hyperband", "sha", "none")
 OBJECTIVES = ("accuracy", "params")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 POLL_S = 1.0
@@ -143,7 +142,10 @@ def open_study(options: SearchOptions, space: Space, budget: Budget, url: str) -
         "max_epochs": budget.max_epochs,
         "objectives": list(options.objectives),
     }
-    sampler, pruner = _sampler(options), _pruner(options, budget)
+    # Each local worker gets its own seed, or all of them would propose the same configs.
+    sampler = make_sampler(options.sampler, options.seed + options.worker_index)
+    # Optuna cannot prune multi-objective studies.
+    pruner = make_pruner("none" if options.multi_objective else options.pruner, budget.max_epochs)
     try:
         study = optuna.create_study(
             storage=storage, study_name=name, directions=directions, sampler=sampler, pruner=pruner
@@ -190,31 +192,6 @@ def _clip_epochs(config: dict, budget: Budget) -> dict:
 def _load_data(options: SearchOptions) -> tuple[Tensors, Tensors]:
     mnist = load_mnist(resolve_data_dir(options.data_dir), download=options.download)
     return split_train_val(mnist.train, Split(options.val_size, 0, options.train_subset))
-
-
-def _sampler(options: SearchOptions) -> optuna.samplers.BaseSampler:
-    # Each local worker gets its own seed, or all of them would propose the same configs.
-    seed = options.seed + options.worker_index
-    if options.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if options.sampler == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
-    if options.sampler == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
-    # multivariate + group model the conditional spaces; constant_liar spreads parallel workers.
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
-
-
-def _pruner(options: SearchOptions, budget: Budget) -> optuna.pruners.BasePruner:
-    if options.pruner == "none" or options.multi_objective:
-        return optuna.pruners.NopPruner()
-    if options.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=budget.max_epochs)
-    if options.pruner == "sha":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1)
-    # Four warm-up epochs: OneCycle and heavy augmentation start slow and finish strong, and the
-    # first gap_cnn study (n_warmup_steps=2) pruned 78 of 100 trials, many of them that way.
-    return optuna.pruners.MedianPruner(n_startup_trials=8, n_warmup_steps=4)
 
 
 class StudyFull(Exception):

@@ -4,7 +4,8 @@ A small network's training step leaves most of an H100's SMs idle, but kernels o
 processes never run side by side: the GPU time-slices between their contexts. Under NVIDIA's
 Multi-Process Service the workers' kernels share the GPU at once. When no MPS daemon is running
 and the driver ships ``nvidia-cuda-mps-control``, the parent starts a private daemon (its own pipe
-and log folders, default compute mode untouched) for the workers and stops it when they finish.
+and log folders, default compute mode untouched) for the workers and stops it when they finish,
+or, through a watchdog, when the parent itself is killed.
 """
 
 from __future__ import annotations
@@ -46,15 +47,35 @@ def mps_daemon() -> Iterator[dict[str, str]]:
     for folder in env.values():
         Path(folder).mkdir()
     started = subprocess.run([control, "-d"], env=os.environ | env, capture_output=True).returncode == 0
+    watchdog = _watchdog(control, env, root) if started else None
     try:
         # The daemon starts its server only when the first client connects; where MPS is not
         # permitted (some containers, exclusive compute modes) that client fails, and so would
         # every worker. One throwaway client finds out first.
         yield env if started and client_connects(env) else {}
     finally:
+        if watchdog is not None:
+            watchdog.kill()
+            watchdog.wait()
         if started:
             subprocess.run([control], input=b"quit\n", env=os.environ | env, capture_output=True, timeout=30)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _watchdog(control: str, env: dict[str, str], root: Path) -> subprocess.Popen:
+    """A shell that quits the daemon if this process dies without doing so (SIGKILL, OOM).
+
+    In its own session, so the Ctrl-C or kill that ends the process group leaves it to clean up.
+    """
+    script = f'while kill -0 {os.getpid()} 2>/dev/null; do sleep 1; done; echo quit | "$0"; rm -rf "$1"'
+    return subprocess.Popen(
+        ["sh", "-c", script, control, str(root)],
+        env=os.environ | env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def client_connects(env: dict[str, str], timeout_s: float = 120) -> bool:

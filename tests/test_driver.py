@@ -62,7 +62,7 @@ def test_hopeless_configs_are_pruned(tmp_path, data_dir):
     study = open_study(opts, space, budget, opts.storage_url())
     good = space.baselines[0] | {"epochs": 6, "lr": 3e-3}
     hopeless = good | {"n_hidden": 1, "width_0": 16, "lr": 1e-4, "dropout": 0.5, "batch_size": 512}
-    for config in [good] * 8 + [hopeless] * 3:  # the median pruner starts after 8 trials, 4 epochs
+    for config in [good] * 8 + [hopeless] * 3:  # the median pruner starts after 8 trials, 2 epochs
         study.enqueue_trial({k: v for k, v in config.items() if k != "optimizer"})
     study = run_search(opts)
     pruned = study.get_trials(states=(TrialState.PRUNED,))

@@ -6,7 +6,11 @@ A stand-in ``nvidia-cuda-mps-control`` records how it is called, so this runs wi
 from __future__ import annotations
 
 import os
+import signal
 import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -86,3 +90,26 @@ def test_the_client_probe_fails_without_a_usable_gpu():
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     assert not mps.client_connects({})
+
+
+def test_the_daemon_is_quit_even_when_its_parent_is_killed(fake_control, tmp_path):
+    holder = (
+        "from pathlib import Path; from search import mps\n"
+        "mps.client_connects = lambda env: True\n"
+        "with mps.mps_daemon() as env:\n"
+        "    print(env[mps.PIPE_ENV], flush=True)\n"
+        "    import time; time.sleep(60)\n"
+    )
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    child = subprocess.Popen([sys.executable, "-c", holder], stdout=subprocess.PIPE, text=True, env=env)
+    pipe = child.stdout.readline().strip()
+    assert pipe and fake_control.read_text().startswith("start ")
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    deadline = time.monotonic() + 20
+    while f"quit {pipe}" not in fake_control.read_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert fake_control.read_text().splitlines()[-1] == f"quit {pipe}"
+    while Path(pipe).exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not Path(pipe).exists()

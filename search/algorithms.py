@@ -1,0 +1,38 @@
+"""The Optuna samplers and pruners a study can use, by the names the CLI takes."""
+
+from __future__ import annotations
+
+import optuna
+
+SAMPLERS = ("tpe", "random", "gp", "cmaes")
+PRUNERS = ("median", "hyperband", "sha", "none")
+
+
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    if name == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    if name == "tpe":
+        # multivariate + group model the conditional spaces; constant_liar spreads parallel workers.
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
+    raise ValueError(f"unknown sampler {name!r}")
+
+
+def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
+    """Epochs are the pruning steps; ``max_epochs`` is the study's epoch cap."""
+    if name == "median":
+        # Two warm-up epochs, chosen by replaying seven recorded H100 studies under other rules
+        # (bench/replay_pruners.py, docs/benchmarks.md): against four warm-up epochs it trained
+        # 1.19-1.46x fewer epochs and kept every study's best trial. One warm-up epoch lost the
+        # best cnn trial: OneCycle and augmented trials start slow and finish strong.
+        return optuna.pruners.MedianPruner(n_startup_trials=8, n_warmup_steps=2)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs)
+    if name == "sha":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise ValueError(f"unknown pruner {name!r}")

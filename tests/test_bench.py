@@ -1,0 +1,96 @@
+"""The benchmark scripts run (on CPU, tiny sizes) and the pruner replay is faithful."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+import optuna
+import pytest
+
+from search import make_pruner
+from tests.conftest import DATA_DIR, REPO
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def _recorded_study(pruner: optuna.pruners.BasePruner) -> optuna.Study:
+    """40 trials with made-up but varied learning curves, pruned for real by ``pruner``."""
+
+    def objective(trial: optuna.Trial) -> float:
+        ceiling = trial.suggest_float("ceiling", 0.90, 0.99)
+        slow = trial.suggest_float("slow", 0.0, 0.3)  # a slow start, like OneCycle's
+        accuracy = 0.0
+        for epoch in range(1, 11):
+            accuracy = ceiling - slow / epoch - 0.05 / epoch
+            trial.set_user_attr("seconds", 0.5 * epoch)
+            trial.report(accuracy, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return accuracy
+
+    study = optuna.create_study(direction="maximize", pruner=pruner, sampler=optuna.samplers.RandomSampler(0))
+    study.optimize(objective, n_trials=40)
+    return study
+
+
+def test_replay_under_the_recorded_pruner_reproduces_the_study():
+    replay = _load("replay_pruners")
+    trials = _recorded_study(make_pruner("median", 10)).trials
+    recorded = replay.recorded(trials)
+    again = replay.replay(trials, make_pruner("median", 10), "same")
+    assert (again.epochs, again.pruned, again.top_kept, again.best_kept) == (
+        recorded.epochs,
+        recorded.pruned,
+        recorded.top_kept,
+        recorded.best_kept,
+    )
+    assert recorded.pruned > 0 and again.seconds == pytest.approx(recorded.seconds)
+
+
+def test_replay_of_a_harsher_pruner_spends_less_and_names_the_top_trials_it_cuts():
+    replay = _load("replay_pruners")
+    trials = _recorded_study(optuna.pruners.NopPruner()).trials
+    harsh = replay.replay(trials, optuna.pruners.PercentilePruner(10.0, 5, 1), "harsh")
+    recorded = replay.recorded(trials)
+    assert recorded.epochs == 400 and harsh.epochs < recorded.epochs
+    assert harsh.top_kept + len(harsh.cut_top) == harsh.top == 5
+    assert harsh.best_kept <= recorded.best_kept
+
+
+def test_replay_cli_prints_a_table(tmp_path):
+    url = f"sqlite:///{tmp_path}/r.db"
+    study = optuna.create_study(storage=url, study_name="s", direction="maximize", pruner=make_pruner("median", 10))
+    study.add_trials(_recorded_study(make_pruner("median", 10)).trials)
+    out = subprocess.run(
+        [sys.executable, "bench/replay_pruners.py", "--storage", url, "--study-name", "s",
+         "--out", str(tmp_path / "r.json")],
+        cwd=REPO, capture_output=True, text=True, timeout=120, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "| as recorded | " in out.stdout and "mnist-search default" in out.stdout
+    rows = json.loads((tmp_path / "r.json").read_text())
+    assert rows[0]["epochs"] == rows[1]["epochs"]  # the default replayed = the default recorded
+
+
+def test_loop_benchmark_runs_on_cpu(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "bench/bench_loop.py", "--space", "ffn", "--epochs", "1", "--train-images", "2000",
+         "--jobs", "2", "--loader-workers", "0", "--device", "cpu", "--data-dir", str(DATA_DIR),
+         "--out", str(tmp_path / "b.json")],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    rows = json.loads((tmp_path / "b.json").read_text())["rows"]
+    assert [r["loop"].split(",")[0] for r in rows] == ["seed-style DataLoader", "mnist-search loop"] + [
+        "mnist-search loop"
+    ] * 2
+    assert all(r["s_per_epoch"] > 0 and r["trials_per_hour"] > 0 for r in rows)
