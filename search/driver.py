@@ -214,9 +214,7 @@ class _Worker:
         self.interrupted: threading.Event | None = None  # set by Ctrl-C while run() is active
         self.heartbeat = not is_journal(options.storage_url())  # RDB storages beat; journals do not
         self.artifacts = None if options.artifacts is None else artifact_store(Path(options.artifacts))
-        # Everything alive now (torch, optuna, the data) lives for the whole run: freezing it keeps
-        # the per-trial gc.collect() from rescanning it (0.22 s a trial on the H100 machine).
-        gc.freeze()
+        gc.freeze()  # see _release_memory
 
     def run(self) -> None:
         if self.options.multi_objective and not self.options.quiet:
@@ -244,6 +242,7 @@ class _Worker:
             self.study.optimize(
                 self._objective, n_trials=1, timeout=remaining, catch=(Exception,), gc_after_trial=False
             )
+            _release_memory(self.device)
 
     def _raise_if_interrupted(self) -> None:
         # A KeyboardInterrupt raised inside a finalizer is swallowed by Python; the flag is not.
@@ -372,8 +371,6 @@ class _Worker:
             trial.set_user_attr("seconds", round(time.perf_counter() - start, 3))
             trial.set_user_attr("val_accuracy_per_epoch", curve)
             self._upload_curve(trial, curve)
-            del model
-            _release_memory(self.device)
             if state != "COMPLETE":
                 self.progress.trial_done(trial.number, state, curve[-1] if curve else None, params, reason)
         self.progress.trial_done(trial.number, state, result.accuracy, params)
@@ -427,7 +424,14 @@ def _carried(user_attrs: dict) -> dict:
 
 
 def _release_memory(device: torch.device) -> None:
+    """Free the finished trial's model, optimizer and CUDA graph, which a pruning exception's
+    traceback can hold in a reference cycle, then freeze what is left: whatever survives a trial
+    (modules imported on first use, the study's trial cache) is not rescanned after every trial.
+    (A full collection of the unfrozen heap cost 0.22 s a trial on the H100 host, ~80 ms here.)
+    Between trials, not inside one: there the exception is still in flight, holding the model.
+    """
     gc.collect()
+    gc.freeze()
     if device.type == "cuda":
         torch.cuda.empty_cache()
 

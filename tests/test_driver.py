@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import gc
+import weakref
+
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -56,7 +60,7 @@ def test_over_budget_config_is_infeasible_without_a_training_step(tmp_path, data
         _ = study.best_trial
 
 
-def test_hopeless_configs_are_pruned(tmp_path, data_dir):
+def test_hopeless_configs_are_pruned_and_every_trial_model_is_freed_before_the_next(tmp_path, data_dir, monkeypatch):
     opts = options(tmp_path, data_dir, trials=12, max_epochs=6, train_subset=2000, pruner="median")
     space, budget = opts.validate()
     study = open_study(opts, space, budget, opts.storage_url())
@@ -64,11 +68,30 @@ def test_hopeless_configs_are_pruned(tmp_path, data_dir):
     hopeless = good | {"n_hidden": 1, "width_0": 16, "lr": 1e-4, "dropout": 0.5, "batch_size": 512}
     for config in [good] * 8 + [hopeless] * 3:  # the median pruner starts after 8 trials, 2 epochs
         study.enqueue_trial({k: v for k, v in config.items() if k != "optimizer"})
+
+    models, leftovers = [], []
+
+    def build(config):
+        model = space.build(config)
+        models.append(weakref.ref(model))
+        return model
+
+    def release(device):
+        release_memory(device)
+        # A pruned trial's traceback holds its model in a cycle: it must be gone all the same,
+        # and what is left to scan at the next collection must be small (the rest is frozen).
+        assert models[-1]() is None
+        leftovers.append(len(gc.get_objects()))
+
+    release_memory = search.driver._release_memory
+    monkeypatch.setattr(search.driver, "_release_memory", release)
+    monkeypatch.setattr(search.driver, "get_space", lambda name: dataclasses.replace(space, build=build))
     study = run_search(opts)
     pruned = study.get_trials(states=(TrialState.PRUNED,))
     assert len(pruned) >= 2
     assert all("pruned at epoch" in t.user_attrs["pruned_reason"] for t in pruned)
     assert all(t.user_attrs["epochs_run"] < 6 for t in pruned)
+    assert len(leftovers) == 12 and max(leftovers) < 20_000
 
 
 def test_study_of_another_space_is_refused_and_left_untouched(tmp_path, data_dir):
