@@ -14,7 +14,7 @@ import torch
 from optuna.trial import TrialState
 
 from search.driver import TARGET
-from search.results import is_feasible, state_counts, trials_table
+from search.results import is_feasible, state_counts, training_effort, trials_table
 from search.storage import redact
 
 N_CLASSES = 10
@@ -110,11 +110,14 @@ def write_report(study: optuna.Study, storage_url: str, out: Path, top: int = 10
     table.to_csv(csv_path, index=False)
     figures = study_figures(study) + [("Pareto view", pareto_figure(pareto_frame(study._storage)))]
     counts = ", ".join(f"{v} {k.lower()}" for k, v in sorted(state_counts(study).items()))
+    effort = training_effort(study)
     parts = [
         f"<h1>mnist-search: {html.escape(study.study_name)}</h1>",
         f"<p>storage {html.escape(redact(storage_url))}; space {html.escape(str(study.user_attrs.get('space')))}; "
-        f"trials: {html.escape(counts)}. Validation accuracy is measured on the split carved from the training "
-        f"set; the {TARGET:.1%} target is a test-set figure, measured by <code>mnist-search retrain</code>.</p>",
+        f"trials: {html.escape(counts)}; {effort['epochs']} epochs trained in {effort['seconds']:.0f} s "
+        f"({effort['pruned_seconds']:.0f} s in trials pruned later). Validation accuracy is measured on the "
+        f"split carved from the training set; the {TARGET:.1%} target is a test-set figure, measured by "
+        "<code>mnist-search retrain</code>.</p>",
         "<h2>Top trials</h2>",
         _table_html(table),
     ]

@@ -50,10 +50,27 @@ def state_counts(study: optuna.Study) -> dict[str, int]:
     return counts
 
 
+def training_effort(study: optuna.Study) -> dict[str, float]:
+    """Epochs and seconds the study's trials trained, and how much of it went into pruned trials."""
+    effort = {"epochs": 0, "seconds": 0.0, "pruned_seconds": 0.0}
+    for trial in study.get_trials(deepcopy=False):
+        seconds = trial.user_attrs.get("seconds", 0.0)
+        effort["epochs"] += trial.user_attrs.get("epochs_run", 0)
+        effort["seconds"] += seconds
+        if trial.state == TrialState.PRUNED:
+            effort["pruned_seconds"] += seconds
+    return effort
+
+
 def format_summary(study: optuna.Study, top: int = 10) -> str:
     table = trials_table(study, top)
     counts = " · ".join(f"{k.lower()} {v}" for k, v in sorted(state_counts(study).items()))
-    lines = [f"study {study.study_name!r}: {counts}"]
+    effort = training_effort(study)
+    lines = [
+        f"study {study.study_name!r}: {counts}",
+        f"trained {effort['epochs']} epochs in {effort['seconds']:.0f} s of trials "
+        f"({effort['pruned_seconds']:.0f} s of them in trials pruned later)",
+    ]
     if table.empty:
         lines.append("no completed feasible trial yet")
         return "\n".join(lines)

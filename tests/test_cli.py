@@ -24,6 +24,8 @@ def test_cli_end_to_end_then_rerun_adds_to_the_same_study(tmp_path):
     (summary,) = optuna.get_all_study_summaries(storage)
     study = optuna.load_study(study_name=summary.study_name, storage=storage)
     assert len(study.trials) == 3 and study.trials[0].user_attrs["params"] == 53_962
+    seconds = sum(t.user_attrs["seconds"] for t in study.trials)
+    assert f"trained 3 epochs in {seconds:.0f} s of trials (0 s of them in trials pruned later)" in first.stdout
     again = run_cli("--space", "ffn", "--trials", "5", *QUICK, "--storage", storage, "--quiet")
     assert again.returncode == 0, again.stderr
     assert len(optuna.load_study(study_name=summary.study_name, storage=storage).trials) == 5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -73,6 +74,7 @@ def test_report_is_one_html_file_with_optuna_figures_a_pareto_view_and_a_csv(stu
     for title in ("Optimization history", "Intermediate values", "Parameter importances", "Parallel coordinates"):
         assert title in page
     assert "Pareto view" in page and "99.4% target" in page
+    assert re.search(r"[1-9]\d* epochs trained in \d+ s \(\d+ s in trials pruned later\)", page)
     assert page.count('<script type="text/javascript">/**') <= 1  # plotly.js embedded once
     table = pd.read_csv(csv_path)
     assert "seed baseline" in set(table.note.dropna())
