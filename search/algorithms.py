@@ -25,8 +25,8 @@ def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
     """Epochs are the pruning steps; ``max_epochs`` is the study's epoch cap."""
     if name == "median":
         # Two warm-up epochs, chosen by replaying seven recorded H100 studies under other rules
-        # (bench/replay_pruners.py, docs/benchmarks.md): against four warm-up epochs it trained
-        # 1.19-1.46x fewer epochs and kept every study's best trial. One warm-up epoch lost the
+        # (bench/replay_pruners.py, docs/benchmarks.md): against four warm-up epochs it needed
+        # 1.19-1.46x less training time and kept every study's best trial. One warm-up epoch lost the
         # best cnn trial: OneCycle and augmented trials start slow and finish strong.
         return optuna.pruners.MedianPruner(n_startup_trials=8, n_warmup_steps=2)
     if name == "hyperband":
