@@ -6,9 +6,9 @@ it. The replay counts the epochs (and, from each trial's own measured seconds pe
 training time) every rule would have spent, and which of the study's best trials it would have cut.
 
 It cannot see past the recorded curves: a trial the real run pruned at epoch k and a replayed rule
-lets through is counted as stopped at k (so savings are, if anything, understated for rules that
-prune later), and the sampler would have proposed other trials once the pruning changed. Read the
-result as an estimate from real learning curves, not as a new study.
+lets through is counted as stopped at k, so a rule laxer than the real one looks cheaper than it is
+(a harsher one is counted exactly); and the sampler would have proposed other trials once the
+pruning changed. Read the result as an estimate from real learning curves, not as a new study.
 
     python bench/replay_pruners.py --storage sqlite:///studies/mnist-search.db --study-name gap_cnn
 """
