@@ -21,14 +21,18 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     raise ValueError(f"unknown sampler {name!r}")
 
 
-def make_pruner(name: str, max_epochs: int) -> optuna.pruners.BasePruner:
-    """Epochs are the pruning steps; ``max_epochs`` is the study's epoch cap."""
+PRUNE_FROM_EPOCH = 2
+
+
+def make_pruner(name: str, max_epochs: int, prune_from_epoch: int = PRUNE_FROM_EPOCH) -> optuna.pruners.BasePruner:
+    """Epochs are the pruning steps; ``max_epochs`` is the study's epoch cap. The median pruner
+    judges a trial from epoch ``prune_from_epoch`` on, once 8 trials have completed."""
     if name == "median":
-        # Two warm-up epochs, chosen by replaying seven recorded H100 studies under other rules
-        # (bench/replay_pruners.py, docs/benchmarks.md): against four warm-up epochs it needed
-        # 1.19-1.46x less training time and kept every study's best trial. One warm-up epoch lost the
-        # best cnn trial: OneCycle and augmented trials start slow and finish strong.
-        return optuna.pruners.MedianPruner(n_startup_trials=8, n_warmup_steps=2)
+        # Epoch 2 by default, chosen by replaying seven recorded H100 studies under other rules
+        # (bench/replay_pruners.py, docs/benchmarks.md): against epoch 4 it needed 1.19-1.46x
+        # less training time and kept every study's best trial. Epoch 1 lost the best cnn
+        # trial: OneCycle and augmented trials start slow and finish strong.
+        return optuna.pruners.MedianPruner(n_startup_trials=8, n_warmup_steps=prune_from_epoch)
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs)
     if name == "sha":

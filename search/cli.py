@@ -15,7 +15,7 @@ from pathlib import Path
 
 import optuna
 
-from search.algorithms import PRUNERS, SAMPLERS
+from search.algorithms import PRUNE_FROM_EPOCH, PRUNERS, SAMPLERS
 from search.dashboard import ARTIFACTS_DIR, artifact_store, serve_dashboard
 from search.data import DATA_ENV
 from search.driver import OBJECTIVES, SearchOptions, run_search
@@ -100,6 +100,12 @@ def search_parser() -> argparse.ArgumentParser:
     p.add_argument("--study-name", help="study name (default: the space, plus any budget flags)")
     p.add_argument("--sampler", default="tpe", choices=SAMPLERS, help="Optuna sampler")
     p.add_argument("--pruner", default="median", choices=PRUNERS, help="Optuna pruner")
+    p.add_argument(
+        "--prune-from-epoch",
+        type=_positive_int,
+        default=PRUNE_FROM_EPOCH,
+        help="median pruner: the first epoch at which a trial may be stopped",
+    )
     p.add_argument(
         "--objectives",
         nargs="+",

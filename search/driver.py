@@ -22,7 +22,7 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from search.algorithms import PRUNERS, SAMPLERS, make_pruner, make_sampler
+from search.algorithms import PRUNE_FROM_EPOCH, PRUNERS, SAMPLERS, make_pruner, make_sampler
 from search.dashboard import ARTIFACTS_DIR, artifact_store
 from search.data import Split, Tensors, load_mnist, resolve_data_dir, split_train_val
 from search.errors import UserError
@@ -56,6 +56,7 @@ class SearchOptions:
     study_name: str | None = None
     sampler: str = "tpe"
     pruner: str = "median"
+    prune_from_epoch: int = PRUNE_FROM_EPOCH  # the median pruner's first judging epoch
     seed: int = 0
     timeout: float | None = None
     max_epochs: int | None = None
@@ -102,6 +103,8 @@ class SearchOptions:
             raise UserError(f"unknown sampler {self.sampler!r}; choose one of: {', '.join(SAMPLERS)}")
         if self.pruner not in PRUNERS:
             raise UserError(f"unknown pruner {self.pruner!r}; choose one of: {', '.join(PRUNERS)}")
+        if self.prune_from_epoch < 1:
+            raise UserError(f"--prune-from-epoch must be at least 1, got {self.prune_from_epoch}")
         if tuple(self.objectives) not in (("accuracy",), ("accuracy", "params")):
             raise UserError("--objectives must be 'accuracy' or 'accuracy params'")
         if self.multi_objective and self.sampler == "cmaes":
@@ -109,7 +112,13 @@ class SearchOptions:
         if self.timeout is not None and self.timeout <= 0:
             raise UserError(f"--timeout must be positive, got {self.timeout}")
         space = get_space(self.space)
-        return space, space.budget(self.max_params, self.max_epochs)
+        budget = space.budget(self.max_params, self.max_epochs)
+        if self.pruner == "median" and self.prune_from_epoch > budget.max_epochs:
+            raise UserError(
+                f"--prune-from-epoch {self.prune_from_epoch} is past the epoch cap ({budget.max_epochs}), so no "
+                "trial could be pruned; lower it, or pass --pruner none"
+            )
+        return space, budget
 
 
 def run_search(options: SearchOptions) -> optuna.Study:
@@ -145,7 +154,9 @@ def open_study(options: SearchOptions, space: Space, budget: Budget, url: str) -
     # Each local worker gets its own seed, or all of them would propose the same configs.
     sampler = make_sampler(options.sampler, options.seed + options.worker_index)
     # Optuna cannot prune multi-objective studies.
-    pruner = make_pruner("none" if options.multi_objective else options.pruner, budget.max_epochs)
+    pruner = make_pruner(
+        "none" if options.multi_objective else options.pruner, budget.max_epochs, options.prune_from_epoch
+    )
     try:
         study = optuna.create_study(
             storage=storage, study_name=name, directions=directions, sampler=sampler, pruner=pruner

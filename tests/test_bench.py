@@ -94,3 +94,17 @@ def test_loop_benchmark_runs_on_cpu(tmp_path):
         "mnist-search loop"
     ] * 2
     assert all(r["s_per_epoch"] > 0 and r["trials_per_hour"] > 0 for r in rows)
+
+
+def test_pruner_ab_runs_real_studies(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "bench/ab_pruners.py", "--space", "ffn", "--trials", "3", "--epochs", "2",
+         "--train-subset", "500", "--prune-from", "2", "1", "--seeds", "0", "--device", "cpu",
+         "--data-dir", str(DATA_DIR), "--out", str(tmp_path / "ab.json")],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    rows = json.loads((tmp_path / "ab.json").read_text())
+    assert [(r["prune_from_epoch"], r["seed"]) for r in rows] == [(2, 0), (1, 0)]
+    assert all(r["epochs"] == 6 and r["pruned"] == 0 for r in rows)  # 3 trials of 2 epochs: too few to prune
+    assert "from epoch 1 vs 2: 1.00x fewer epochs" in out.stdout

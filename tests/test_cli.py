@@ -54,6 +54,7 @@ BAD_INPUTS = {
     "epochs over the family cap": (["--space", "gap_cnn", "--epochs", "21"], "outside 1..20"),
     "params over the family cap": (["--space", "gap_cnn", "--max-params", "25000"], "over the cap"),
     "missing data dir": (["--space", "ffn", "--data-dir", "/nonexistent/mnist"], "does not exist"),
+    "pruning after the last epoch": (["--space", "ffn", "--epochs", "5", "--prune-from-epoch", "6"], "past the epoch"),
     "malformed storage URL": (["--space", "ffn", "--storage", "notadb://x/y"], "cannot open storage"),
     "sqlite for several processes": (["--space", "ffn", "--jobs", "2", "--storage", "sqlite:///x.db"], "not safe"),
 }
@@ -173,7 +174,8 @@ def test_worker_arguments_reproduce_every_option():
 
     options = SearchOptions(
         space="gap_cnn", trials=7, storage="x.journal", study_name="s", sampler="random", pruner="sha", seed=3,
-        timeout=5.0, max_epochs=4, max_params=9000, objectives=("accuracy", "params"), data_dir="/d",
+        prune_from_epoch=3, timeout=5.0, max_epochs=4, max_params=9000, objectives=("accuracy", "params"),
+        data_dir="/d",
         download=False, mps=False, device="cpu", train_subset=100, val_size=50, worker_index=2,
         heartbeat=Heartbeat(2, 6), quiet=True, artifacts=None,
     )  # fmt: skip
