@@ -32,8 +32,8 @@ TOP = 5
 P = optuna.pruners
 CANDIDATES: dict[str, Callable[[int], optuna.pruners.BasePruner]] = {
     # name -> factory taking the study's epoch cap
-    "median from epoch 2 (mnist-search default)": lambda cap: make_pruner("median", cap),
-    "median from epoch 4 (default before 2026-11-23)": lambda cap: make_pruner("median", cap, 4),
+    "median from epoch 4 (mnist-search default)": lambda cap: make_pruner("median", cap),
+    "median from epoch 2": lambda cap: make_pruner("median", cap, 2),
     "median from epoch 3": lambda cap: make_pruner("median", cap, 3),
     "median from epoch 1": lambda cap: make_pruner("median", cap, 1),
     "percentile 25 (prune below the top quarter) from epoch 2": lambda _: P.PercentilePruner(25.0, 8, 2),

@@ -21,18 +21,19 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     raise ValueError(f"unknown sampler {name!r}")
 
 
-PRUNE_FROM_EPOCH = 2
+PRUNE_FROM_EPOCH = 4
 
 
-def make_pruner(name: str, max_epochs: int, prune_from_epoch: int = PRUNE_FROM_EPOCH) -> optuna.pruners.BasePruner:
+def make_pruner(name: str, max_epochs: int, prune_from_epoch: int | None = None) -> optuna.pruners.BasePruner:
     """Epochs are the pruning steps; ``max_epochs`` is the study's epoch cap. The median pruner
-    judges a trial from epoch ``prune_from_epoch`` on, once 8 trials have completed."""
+    judges a trial from epoch ``prune_from_epoch`` (default 4) on, once 8 trials have completed."""
     if name == "median":
-        # Epoch 2 by default, chosen by replaying seven recorded H100 studies under other rules
-        # (bench/replay_pruners.py, docs/benchmarks.md): against epoch 4 it needed 1.19-1.46x
-        # less training time and kept every study's best trial. Epoch 1 lost the best cnn
-        # trial: OneCycle and augmented trials start slow and finish strong.
-        return optuna.pruners.MedianPruner(n_startup_trials=8, n_warmup_steps=prune_from_epoch)
+        # Epoch 4: OneCycle and augmented trials start slow and finish strong. Replaying seven
+        # recorded H100 studies (bench/replay_pruners.py) said epoch 2 would save 1.19-1.46x and
+        # keep every best trial, but real A/B studies (bench/ab_pruners.py), where pruning also
+        # steers the sampler, found a lower best in 4 of 6 seeds and a better one in none.
+        warmup = PRUNE_FROM_EPOCH if prune_from_epoch is None else prune_from_epoch
+        return optuna.pruners.MedianPruner(n_startup_trials=8, n_warmup_steps=warmup)
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs)
     if name == "sha":

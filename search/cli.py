@@ -103,8 +103,7 @@ def search_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--prune-from-epoch",
         type=_positive_int,
-        default=PRUNE_FROM_EPOCH,
-        help="median pruner: the first epoch at which a trial may be stopped",
+        help=f"median pruner: the first epoch at which a trial may be stopped (default: {PRUNE_FROM_EPOCH})",
     )
     p.add_argument(
         "--objectives",

@@ -22,7 +22,7 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from search.algorithms import PRUNE_FROM_EPOCH, PRUNERS, SAMPLERS, make_pruner, make_sampler
+from search.algorithms import PRUNERS, SAMPLERS, make_pruner, make_sampler
 from search.dashboard import ARTIFACTS_DIR, artifact_store
 from search.data import Split, Tensors, load_mnist, resolve_data_dir, split_train_val
 from search.errors import UserError
@@ -56,7 +56,7 @@ class SearchOptions:
     study_name: str | None = None
     sampler: str = "tpe"
     pruner: str = "median"
-    prune_from_epoch: int = PRUNE_FROM_EPOCH  # the median pruner's first judging epoch
+    prune_from_epoch: int | None = None  # the median pruner's first judging epoch (None: its default)
     seed: int = 0
     timeout: float | None = None
     max_epochs: int | None = None
@@ -103,7 +103,7 @@ class SearchOptions:
             raise UserError(f"unknown sampler {self.sampler!r}; choose one of: {', '.join(SAMPLERS)}")
         if self.pruner not in PRUNERS:
             raise UserError(f"unknown pruner {self.pruner!r}; choose one of: {', '.join(PRUNERS)}")
-        if self.prune_from_epoch < 1:
+        if self.prune_from_epoch is not None and self.prune_from_epoch < 1:
             raise UserError(f"--prune-from-epoch must be at least 1, got {self.prune_from_epoch}")
         if tuple(self.objectives) not in (("accuracy",), ("accuracy", "params")):
             raise UserError("--objectives must be 'accuracy' or 'accuracy params'")
@@ -113,7 +113,7 @@ class SearchOptions:
             raise UserError(f"--timeout must be positive, got {self.timeout}")
         space = get_space(self.space)
         budget = space.budget(self.max_params, self.max_epochs)
-        if self.pruner == "median" and self.prune_from_epoch > budget.max_epochs:
+        if self.pruner == "median" and (self.prune_from_epoch or 0) > budget.max_epochs:
             raise UserError(
                 f"--prune-from-epoch {self.prune_from_epoch} is past the epoch cap ({budget.max_epochs}), so no "
                 "trial could be pruned; lower it, or pass --pruner none"
