@@ -225,7 +225,6 @@ class _Worker:
         self.interrupted: threading.Event | None = None  # set by Ctrl-C while run() is active
         self.heartbeat = not is_journal(options.storage_url())  # RDB storages beat; journals do not
         self.artifacts = None if options.artifacts is None else artifact_store(Path(options.artifacts))
-        gc.freeze()  # see _release_memory
 
     def run(self) -> None:
         if self.options.multi_objective and not self.options.quiet:
@@ -233,9 +232,13 @@ class _Worker:
         self._warn_if_sqlite_is_shared()
         deadline = None if self.options.timeout is None else time.monotonic() + self.options.timeout
         self._fail_abandoned_trials()  # a restarted worker re-queues what its predecessor left
-        with _remember_ctrl_c() as interrupted:
-            self.interrupted = interrupted
-            self._run_until_done(deadline)
+        gc.freeze()  # see _release_memory
+        try:
+            with _remember_ctrl_c() as interrupted:
+                self.interrupted = interrupted
+                self._run_until_done(deadline)
+        finally:
+            gc.unfreeze()  # a Python caller's process collects normally again
         self.progress.close()
 
     def _run_until_done(self, deadline: float | None) -> None:

@@ -86,7 +86,9 @@ def test_hopeless_configs_are_pruned_and_every_trial_model_is_freed_before_the_n
     release_memory = search.driver._release_memory
     monkeypatch.setattr(search.driver, "_release_memory", release)
     monkeypatch.setattr(search.driver, "get_space", lambda name: dataclasses.replace(space, build=build))
+    assert gc.get_freeze_count() == 0
     study = run_search(opts)
+    assert gc.get_freeze_count() == 0  # frozen only while the run lasts
     pruned = study.get_trials(states=(TrialState.PRUNED,))
     assert len(pruned) >= 2
     assert all("pruned at epoch" in t.user_attrs["pruned_reason"] for t in pruned)

@@ -130,9 +130,12 @@ def _wait_for_running_trial(storage: str, name: str, timeout: float = 120) -> in
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            study = _load(storage, name)
-            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                if t.intermediate_values and len(study.get_trials(deepcopy=False, states=FINISHED)) >= 1:
+            # One snapshot: with two reads, a trial seen RUNNING in the first could finish before the
+            # second (seen here: trial 0, just completed, picked as the victim).
+            trials = _load(storage, name).get_trials(deepcopy=False)
+            finished = sum(t.state in FINISHED for t in trials)
+            for t in trials:
+                if t.state == TrialState.RUNNING and t.intermediate_values and finished >= 1:
                     return t.number
         except KeyError:
             pass
