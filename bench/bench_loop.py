@@ -207,11 +207,11 @@ def main() -> None:
         rows += [jobs_row(jobs, "") for jobs in [1, *many]]
     if many and device.type == "cuda":
         # The workers inherit the environment: MPS applies to processes started inside the block.
-        with mps_daemon() as mps_env:
-            if not mps_env:
+        with mps_daemon() as mps_env, _environ(mps_env):
+            if mps_env:
+                rows += [jobs_row(jobs, " under CUDA MPS") for jobs in [1, *many]]
+            else:
                 print("no CUDA MPS on this machine: skipping the MPS rows")
-            with _environ(mps_env):
-                rows += [jobs_row(jobs, " under CUDA MPS") for jobs in [1, *many] if mps_env]
     for row in rows:
         row["speedup_vs_seed_loop"] = baseline / row["s_per_epoch"]
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({platform.processor() or 'x86_64'})"

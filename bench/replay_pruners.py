@@ -26,6 +26,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.algorithms import make_pruner
+from search.driver import FINISHED
 from search.storage import open_storage
 
 TOP = 5
@@ -55,7 +56,7 @@ class Replay:
 
 
 def _finished(trials: list[FrozenTrial]) -> list[FrozenTrial]:
-    return [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    return [t for t in trials if t.state in FINISHED]
 
 
 def _seconds_per_epoch(t: FrozenTrial) -> float:
@@ -70,16 +71,15 @@ def _top(trials: list[FrozenTrial]) -> list[FrozenTrial]:
 def recorded(trials: list[FrozenTrial]) -> Replay:
     """What the study really spent, under the pruner it ran with."""
     finished = _finished(trials)
-    done = [t.values[0] for t in finished if t.state == TrialState.COMPLETE and t.intermediate_values]
-    n_top = len(_top(trials))
+    top = _top(trials)
     return Replay(
         pruner="as recorded",
         epochs=sum(len(t.intermediate_values) for t in finished),
-        seconds=round(sum(_seconds_per_epoch(t) * len(t.intermediate_values) for t in finished), 1),
+        seconds=round(sum(t.user_attrs.get("seconds", 0.0) for t in finished if t.intermediate_values), 1),
         pruned=sum(t.state == TrialState.PRUNED for t in finished),
-        top_kept=n_top,
-        top=n_top,
-        best_kept=max(done, default=None),
+        top_kept=len(top),
+        top=len(top),
+        best_kept=top[0].values[0] if top else None,
         cut_top=[],
     )
 
