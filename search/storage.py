@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import re
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,7 +78,7 @@ def open_storage(url: str, heartbeat: Heartbeat | None = None) -> optuna.storage
         try:
             return RDBStorage(
                 url,
-                engine_kwargs={"connect_args": {"timeout": 60}} if is_sqlite(url) else {"pool_pre_ping": True},
+                engine_kwargs=_SQLITE_ENGINE if is_sqlite(url) else {"pool_pre_ping": True},
                 heartbeat_interval=heartbeat.interval,
                 grace_period=heartbeat.grace,
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
@@ -90,6 +91,24 @@ def open_storage(url: str, heartbeat: Heartbeat | None = None) -> optuna.storage
             time.sleep(random.uniform(0.2, 1.0))
         except Exception as error:  # noqa: BLE001 - SQLAlchemy raises many kinds for bad URLs
             raise UserError(f"cannot open storage {redact(url)}: {redact(_first_line(error))}") from None
+
+
+class _WalConnection(sqlite3.Connection):
+    """A SQLite connection in write-ahead-log mode with ``synchronous=NORMAL``: a commit appends to
+    the log instead of rewriting pages and syncing twice, and a reader (the dashboard) never blocks
+    the writing worker. The file stays consistent through a crash; a power cut can lose the last
+    commits. Where the mode cannot be set (a read-only file), the default journal stays."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        try:
+            self.execute("PRAGMA journal_mode=WAL")  # recorded in the file; later opens find it set
+        except sqlite3.OperationalError:
+            return
+        self.execute("PRAGMA synchronous=NORMAL")
+
+
+_SQLITE_ENGINE = {"connect_args": {"timeout": 60, "factory": _WalConnection}}
 
 
 def _first_line(error: BaseException) -> str:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 from pathlib import Path
 
 import optuna
 import pytest
 
+from search.storage import open_storage
 from spaces import get_space
 from tests.conftest import DATA_DIR, run_cli
 
@@ -34,7 +36,29 @@ def test_cli_end_to_end_then_rerun_adds_to_the_same_study(tmp_path):
 def test_default_storage_is_sqlite_under_studies(tmp_path):
     result = run_cli("--space", "ffn", "--trials", "1", *QUICK, "--quiet", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert (tmp_path / "studies" / "mnist-search.db").is_file()
+    db = tmp_path / "studies" / "mnist-search.db"
+    assert db.is_file()
+    # The log was folded back into the file at exit: copying the .db alone copies the whole study.
+    assert not db.with_name(db.name + "-wal").exists()
+    assert _journal_mode(db) == "wal"
+
+
+def test_read_only_sqlite_study_still_opens(tmp_path):
+    """Write-ahead logging cannot be switched on through a read-only connection; such a study
+    (a copy on read-only media, say) must still load."""
+    db = tmp_path / "ro.db"
+    optuna.create_study(study_name="s", storage=f"sqlite:///{db}").optimize(lambda t: t.suggest_float("x", 0, 1), 2)
+    assert _journal_mode(db) == "delete"
+    storage = open_storage(f"sqlite:///file:{db}?mode=ro&uri=true")
+    assert len(optuna.load_study(study_name="s", storage=storage).trials) == 2
+
+
+def _journal_mode(db: Path) -> str:
+    connection = sqlite3.connect(db)
+    try:
+        return connection.execute("PRAGMA journal_mode").fetchone()[0]
+    finally:
+        connection.close()
 
 
 def _corrupt_data(tmp_path):
@@ -158,8 +182,6 @@ def test_jobs_run_worker_processes_on_the_journal_file(tmp_path):
     result = run_cli("--space", "ffn", "--trials", "6", *QUICK, "--jobs", "2", "--quiet", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("seed baseline") == 1  # one table, from the parent
-    from search.storage import open_storage
-
     storage = open_storage(str(tmp_path / "studies" / "mnist-search.journal"))
     study = optuna.load_study(study_name="ffn-e1-n1000", storage=storage)
     finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
