@@ -22,18 +22,22 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
 
 
 PRUNE_FROM_EPOCH = 4
+JUDGE_AMONG = 8  # completed trials the median pruner needs at an epoch before it judges there
 
 
 def make_pruner(name: str, max_epochs: int, prune_from_epoch: int | None = None) -> optuna.pruners.BasePruner:
     """Epochs are the pruning steps; ``max_epochs`` is the study's epoch cap. The median pruner
-    judges a trial from epoch ``prune_from_epoch`` (default 4) on, once 8 trials have completed."""
+    judges a trial at an epoch from ``prune_from_epoch`` (default 4) on, and only against the median
+    of at least ``JUDGE_AMONG`` completed trials that trained that far."""
     if name == "median":
         # Epoch 4: OneCycle and augmented trials start slow and finish strong. Replaying seven
         # recorded H100 studies (bench/replay_pruners.py) said epoch 2 would save 1.19-1.46x and
         # keep every best trial, but real A/B studies (bench/ab_pruners.py), where pruning also
         # steers the sampler, found a lower best in 4 of 6 seeds and a better one in none.
         warmup = PRUNE_FROM_EPOCH if prune_from_epoch is None else prune_from_epoch
-        return optuna.pruners.MedianPruner(n_startup_trials=8, n_warmup_steps=warmup)
+        # Count curves at the epoch (n_min_trials), not completed trials (n_startup_trials):
+        # over-budget trials complete without training, and one curve would judge every trial.
+        return optuna.pruners.MedianPruner(n_startup_trials=0, n_warmup_steps=warmup, n_min_trials=JUDGE_AMONG)
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs)
     if name == "sha":

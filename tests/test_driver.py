@@ -11,7 +11,8 @@ import pytest
 from optuna.trial import TrialState
 
 import search.driver
-from search import run_search
+from search import make_pruner, run_search
+from search.algorithms import JUDGE_AMONG
 from search.driver import open_study
 from search.errors import UserError
 from spaces import get_space
@@ -94,6 +95,30 @@ def test_hopeless_configs_are_pruned_and_every_trial_model_is_freed_before_the_n
     assert all("pruned at epoch" in t.user_attrs["pruned_reason"] for t in pruned)
     assert all(3 <= t.user_attrs["epochs_run"] < 6 for t in pruned)
     assert len(leftovers) == 12 and max(leftovers) < 20_000
+
+
+def test_median_pruner_judges_only_against_trained_curves():
+    """Over-budget trials complete at once with no curve; they must not stand in for the eight
+    trained trials the median pruner waits for, or one curve would judge every trial."""
+    study = optuna.create_study(direction="maximize", pruner=make_pruner("median", 10))
+    curve = [0.90, 0.95, 0.97, 0.98, 0.99]
+
+    def trained(trial: optuna.Trial) -> float:
+        for epoch, accuracy in enumerate(curve, start=1):
+            trial.report(accuracy, epoch)
+        return curve[-1]
+
+    def slightly_worse() -> bool:
+        trial = study.ask()
+        for epoch, accuracy in enumerate(curve[:4], start=1):
+            trial.report(accuracy - 0.001, epoch)
+        return trial.should_prune()
+
+    study.optimize(trained, n_trials=1)
+    study.optimize(lambda trial: 0.0, n_trials=JUDGE_AMONG)  # infeasible: completed, never trained
+    assert not slightly_worse()
+    study.optimize(trained, n_trials=JUDGE_AMONG - 1)
+    assert slightly_worse()
 
 
 def test_study_of_another_space_is_refused_and_left_untouched(tmp_path, data_dir):
