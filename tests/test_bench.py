@@ -94,6 +94,8 @@ def test_loop_benchmark_runs_on_cpu(tmp_path):
         "mnist-search loop"
     ] * 2
     assert all(r["s_per_epoch"] > 0 and r["trials_per_hour"] > 0 for r in rows)
+    assert [list(r["speedup_vs_seed_loop"]) for r in rows] == [["0"]] * 4  # one ratio per seed-style loop
+    assert "| × seed loop (0 workers) |" in out.stdout
 
 
 def test_pruner_ab_runs_real_studies(tmp_path):
