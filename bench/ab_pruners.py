@@ -33,7 +33,8 @@ def run_study(args: argparse.Namespace, prune_from: int, seed: int, folder: Path
     storage = f"sqlite:///{folder}/p{prune_from}-s{seed}.db"
     command = [
         sys.executable, "-m", "search.cli", "--space", args.space, "--trials", str(args.trials),
-        "--epochs", str(args.epochs), "--train-subset", str(args.train_subset), "--seed", str(seed),
+        "--epochs", str(args.epochs), "--train-subset", str(args.train_subset), "--val-size", str(args.val_size),
+        "--seed", str(seed),
         "--prune-from-epoch", str(prune_from), "--storage", storage, "--study-name", "ab",
         "--device", args.device, "--artifacts", "", "--quiet",
     ]  # fmt: skip
@@ -59,6 +60,7 @@ def main() -> None:
     p.add_argument("--trials", type=int, default=40)
     p.add_argument("--epochs", type=int, default=10, help="epoch cap per trial")
     p.add_argument("--train-subset", type=int, default=10_000)
+    p.add_argument("--val-size", type=int, default=10_000)
     p.add_argument("--prune-from", type=int, nargs="+", default=[4, 2], help="first value is the baseline")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--device", default="auto")
