@@ -110,3 +110,17 @@ def test_pruner_ab_runs_real_studies(tmp_path):
     assert [(r["prune_from_epoch"], r["seed"]) for r in rows] == [(2, 0), (1, 0)]
     assert all(r["epochs"] == 6 and r["pruned"] == 0 for r in rows)  # 3 trials of 2 epochs: too few to prune
     assert "from epoch 1 vs 2: 1.00x fewer epochs" in out.stdout
+
+
+def test_trial_overhead_runs_on_cpu(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "bench/trial_overhead.py", "--space", "ffn", "--configs", "2", "--epochs", "2",
+         "--train-subset", "1000", "--val-size", "500", "--device", "cpu", "--profile", "5",
+         "--data-dir", str(DATA_DIR), "--out", str(tmp_path / "t.json")],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    rows = json.loads((tmp_path / "t.json").read_text())
+    assert len(rows) == 2 and all(r["first_epoch_s"] > 0 and r["later_epoch_s"] > 0 for r in rows)
+    assert all(r["fixed_s"] == pytest.approx(r["first_epoch_s"] - r["later_epoch_s"]) for r in rows)
+    assert "per-trial fixed cost: median" in out.stdout and "Self CPU" in out.stdout
