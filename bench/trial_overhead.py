@@ -14,6 +14,7 @@ epoch, and with ``--profile N`` the N costliest operators of one more config's f
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import time
@@ -55,7 +56,7 @@ def epoch_seconds(space_name: str, config: dict, data: tuple, device: torch.devi
         device=device,
         on_epoch=lambda *_: stamps.append(time.perf_counter()),
     )
-    return [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    return [b - a for a, b in itertools.pairwise(stamps)]
 
 
 def main() -> None:
@@ -79,10 +80,11 @@ def main() -> None:
     mnist = load_mnist(resolve_data_dir(args.data_dir), download=False)
     data = split_train_val(mnist.train, Split(args.val_size, 0, args.train_subset))
     data = tuple(part.to(device) for part in data)
-    configs = sample_configs(args.space, args.configs + 1, args.epochs)
-    epoch_seconds(args.space, configs[0], data, device)  # the process's own first use (CUDA context, libraries)
+    # The first config warms the process up (CUDA context, libraries); the last one is profiled.
+    warm_up, *timed, profiled = sample_configs(args.space, args.configs + 2, args.epochs)
+    epoch_seconds(args.space, warm_up, data, device)
     rows = []
-    for config in configs[1:]:
+    for config in timed:
         seconds = epoch_seconds(args.space, config, data, device)
         later = statistics.median(seconds[1:])
         rows.append({"params": config["params"], "batch_size": config["batch_size"], "first_epoch_s": seconds[0],
@@ -103,9 +105,8 @@ def main() -> None:
         activities = [torch.profiler.ProfilerActivity.CPU]
         if device.type == "cuda":
             activities.append(torch.profiler.ProfilerActivity.CUDA)
-        config = sample_configs(args.space, args.configs + 2, 1)[-1]  # a shape this process has not seen
         with torch.profiler.profile(activities=activities) as profile:
-            epoch_seconds(args.space, config, data, device)
+            epoch_seconds(args.space, profiled | {"epochs": 1}, data, device)  # shapes not seen before
         print(profile.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.profile))
     if args.out:
         args.out.write_text(json.dumps(rows, indent=1) + "\n")
