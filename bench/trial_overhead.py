@@ -106,7 +106,7 @@ def main() -> None:
         if device.type == "cuda":
             activities.append(torch.profiler.ProfilerActivity.CUDA)
         with torch.profiler.profile(activities=activities) as profile:
-            epoch_seconds(args.space, profiled | {"epochs": 1}, data, device)  # shapes not seen before
+            epoch_seconds(args.space, profiled | {"epochs": 1}, data, device)  # a new architecture
         print(profile.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.profile))
     if args.out:
         args.out.write_text(json.dumps(rows, indent=1) + "\n")
