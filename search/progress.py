@@ -54,7 +54,7 @@ class Progress:
             return
         value = f"val {accuracy:.4f}" if accuracy is not None else "val -"
         note = f"  ({reason})" if state == "FAIL" else ""
-        head = f"trial {number:>4} {state:<10} {value}  params {params:>9,}"
+        head = f"trial {number:>4} {state:<10} {value:<10}  params {params:>9,}"
         print(f"{head}  | {done}/{self.total} finished · {status}{note}", flush=True)
 
     def close(self) -> None:
