@@ -25,7 +25,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search.algorithms import make_pruner
+from search.algorithms import JUDGE_AMONG, make_pruner
 from search.driver import FINISHED
 from search.storage import open_storage
 
@@ -37,7 +37,12 @@ CANDIDATES: dict[str, Callable[[int], optuna.pruners.BasePruner]] = {
     "median from epoch 2": lambda cap: make_pruner("median", cap, 2),
     "median from epoch 3": lambda cap: make_pruner("median", cap, 3),
     "median from epoch 1": lambda cap: make_pruner("median", cap, 1),
-    "percentile 25 (prune below the top quarter) from epoch 2": lambda _: P.PercentilePruner(25.0, 8, 2),
+    "percentile 25 (prune below the top quarter) from epoch 2": lambda _: P.PercentilePruner(
+        25.0,
+        n_startup_trials=0,
+        n_warmup_steps=2,
+        n_min_trials=JUDGE_AMONG,  # the median rule's judging crowd
+    ),
     "successive halving (--pruner sha)": lambda cap: make_pruner("sha", cap),
     "hyperband (--pruner hyperband)": lambda cap: make_pruner("hyperband", cap),
 }

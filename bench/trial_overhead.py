@@ -46,9 +46,10 @@ def sample_configs(space_name: str, count: int, epochs: int) -> list[dict]:
 
 
 def epoch_seconds(space_name: str, config: dict, data: tuple, device: torch.device) -> list[float]:
-    """Wall seconds of each epoch, evaluation included (it syncs with the device every epoch)."""
-    stamps = [time.perf_counter()]
+    """Wall seconds of each epoch, evaluation included (it syncs with the device every epoch),
+    timed from the call to ``train()`` as the driver times a trial."""
     model = get_space(space_name).build(config)
+    stamps = [time.perf_counter()]
     train(
         model,
         *data,

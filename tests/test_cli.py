@@ -197,8 +197,7 @@ def test_worker_arguments_reproduce_every_option():
     options = SearchOptions(
         space="gap_cnn", trials=7, storage="x.journal", study_name="s", sampler="random", pruner="sha", seed=3,
         prune_from_epoch=3, timeout=5.0, max_epochs=4, max_params=9000, objectives=("accuracy", "params"),
-        data_dir="/d",
-        download=False, mps=False, device="cpu", train_subset=100, val_size=50, worker_index=2,
+        data_dir="/d", download=False, mps=False, device="cpu", train_subset=100, val_size=50, worker_index=2,
         heartbeat=Heartbeat(2, 6), quiet=True, artifacts=None,
     )  # fmt: skip
     argv = worker_argv(options)
