@@ -16,7 +16,7 @@ from pathlib import Path
 import optuna
 
 from search.algorithms import PRUNE_FROM_EPOCH, PRUNERS, SAMPLERS
-from search.dashboard import ARTIFACTS_DIR, artifact_store, serve_dashboard
+from search.dashboard import serve_dashboard
 from search.data import DATA_ENV
 from search.driver import OBJECTIVES, SearchOptions, run_search
 from search.errors import UserError
@@ -28,11 +28,11 @@ from search.export import (
     load_record,
     retrain,
     select_trials,
-    slug,
     trial_record,
 )
+from search.files import inside
 from search.results import format_summary
-from search.storage import Heartbeat, default_storage, open_storage, redact
+from search.storage import ARTIFACTS_DIR, Heartbeat, artifact_store, default_storage, open_storage, redact
 from spaces import SPACES
 
 EXIT_USAGE = 2
@@ -262,7 +262,7 @@ def _report(argv: Sequence[str]) -> int:
     from search.report import write_report  # plotly only for this command
 
     study = _load_study(args)
-    out = Path(args.out) if args.out else EXPORTS_DIR / f"report-{slug(study.study_name)}.html"
+    out = Path(args.out) if args.out else inside(EXPORTS_DIR, "report", study.study_name, suffix=".html")
     for path in write_report(study, args.storage, out, args.top):
         print(path)
     return 0

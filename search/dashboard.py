@@ -7,17 +7,9 @@ import socket
 from pathlib import Path
 
 import optuna
-from optuna.artifacts import FileSystemArtifactStore
 
 from search.errors import UserError
-from search.storage import open_storage, redact
-
-ARTIFACTS_DIR = Path("studies") / "artifacts"
-
-
-def artifact_store(path: Path = ARTIFACTS_DIR) -> FileSystemArtifactStore:
-    path.mkdir(parents=True, exist_ok=True)
-    return FileSystemArtifactStore(str(path))
+from search.storage import artifact_store, open_storage, redact
 
 
 def check_port_free(host: str, port: int) -> None:

@@ -23,13 +23,14 @@ import torch
 from optuna.trial import TrialState
 
 from search.algorithms import PRUNERS, SAMPLERS, make_pruner, make_sampler
-from search.dashboard import ARTIFACTS_DIR, artifact_store
 from search.data import Split, Tensors, load_mnist, resolve_data_dir, split_train_val
 from search.errors import UserError
 from search.mps import mps_daemon
 from search.progress import LINES_ENV, Progress
 from search.storage import (
+    ARTIFACTS_DIR,
     Heartbeat,
+    artifact_store,
     check_parallel_safe,
     default_storage,
     is_journal,

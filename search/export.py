@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import platform
-import re
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,18 +17,13 @@ from torch import nn
 from search.data import Split, Tensors, load_mnist, resolve_data_dir, split_train_val
 from search.driver import TARGET
 from search.errors import UserError
+from search.files import check_writable_dir, inside, slug, write_atomic, write_text
 from search.results import ranked_trials
 from search.train import TrainSettings, count_params, predict, resolve_device, train
 from spaces import get_space
 
 EXPORTS_DIR = Path("studies") / "exports"
 FORMAT_VERSION = 1
-
-
-def slug(text: str) -> str:
-    """A file-name-safe form of ``text``: nothing in a config or study name can leave the out dir."""
-    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip(".-")
-    return cleaned or "study"
 
 
 def describe(model: nn.Module) -> list[dict[str, Any]]:
@@ -95,13 +89,16 @@ def select_trials(study: optuna.Study, top: int, with_baseline: bool) -> list[op
 
 def export(study: optuna.Study, top: int = 1, out_dir: Path = EXPORTS_DIR, with_baseline: bool = False) -> list[Path]:
     """Write the best ``top`` trials (and the seed baselines, if asked) as JSON files."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for trial in select_trials(study, top, with_baseline):
-        path = out_dir / f"{slug(study.study_name)}-trial{trial.number}.json"
-        path.write_text(json.dumps(trial_record(study, trial), indent=2))
-        paths.append(path)
-    return paths
+    check_writable_dir(out_dir, "--out")
+    return [
+        write_text(inside(out_dir, study.study_name, f"trial{trial.number}", suffix=".json"), _to_json(record))
+        for trial in select_trials(study, top, with_baseline)
+        for record in [trial_record(study, trial)]
+    ]
+
+
+def _to_json(record: Mapping[str, Any]) -> str:
+    return json.dumps(record, indent=2)
 
 
 def load_record(path: Path) -> dict[str, Any]:
@@ -113,17 +110,15 @@ def load_record(path: Path) -> dict[str, Any]:
     if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
         raise UserError(f"{path} is not an exported mnist-search config (no 'config' object)")
     space = get_space(str(record.get("space")))
-    config = record["config"]
-    space.check_keys(config)
-    budget = space.budget()
-    if config["epochs"] > budget.max_epochs:
-        raise UserError(f"{path}: {config['epochs']} epochs is over the {space.name} cap of {budget.max_epochs}")
     try:
-        params = count_params(space.build(config))
-    except (KeyError, TypeError, ValueError) as error:
-        raise UserError(f"{path}: config does not build a {space.name} network: {error}") from None
-    if budget.max_params is not None and params > budget.max_params:
-        raise UserError(f"{path}: {params:,} parameters is over the {space.name} budget of {budget.max_params:,}")
+        space.check_config(record["config"])
+    except UserError as error:
+        raise UserError(f"{path}: {error}") from None
+    if "epochs" in record and record["epochs"] != record["config"]["epochs"]:
+        raise UserError(
+            f"{path}: top-level epochs {record['epochs']!r} differs from config.epochs "
+            f"{record['config']['epochs']!r}; edit config.epochs (the one retrain uses) and make them agree"
+        )
     return record
 
 
@@ -167,6 +162,10 @@ def retrain(
     """
     space = get_space(record["space"])
     config = dict(record["config"])
+    space.check_config(config)
+    name = "-".join(slug(str(part)) for part in (record.get("study", space.name), f"trial{record.get('trial', 'x')}"))
+    if out_dir is not None:
+        check_writable_dir(out_dir, "--out")  # before training, not after
     mnist = load_mnist(resolve_data_dir(data_dir), download=download)
     if on_search_split:
         split = record["split"]
@@ -177,7 +176,6 @@ def retrain(
         train_set, eval_set = mnist.train, mnist.test
     target = resolve_device(device)
     train_set, eval_set = train_set.to(target), eval_set.to(target)  # once, for every seed
-    name = f"{slug(record.get('study', space.name))}-trial{record.get('trial', 'x')}"
     result = RetrainResult(
         name=name, space=space.name, params=0, epochs=config["epochs"], seeds=list(seeds), accuracies=[],
         evaluated_on="val" if on_search_split else "test", seconds=0.0, baseline=bool(record.get("baseline")),
@@ -191,7 +189,7 @@ def retrain(
         result.accuracies.append(run.accuracy)
         result.seconds += run.seconds
         if out_dir is not None:
-            stem = out_dir / f"{name}-seed{seed}"
+            stem = inside(out_dir, name, f"seed{seed}")
             _save_artifacts(stem, model, record, run.accuracies, eval_set, target, plot=seed == seeds[0])
             result.checkpoints.append(Path(f"{stem}.pt"))
     return result
@@ -221,15 +219,16 @@ def _save_artifacts(
     and (for the first seed: each page carries plotly, ~4 MB) a self-contained confusion-matrix plot."""
     from search.report import classification_report, confusion_figure, confusion_matrix
 
-    stem.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save({"state_dict": state, "space": record["space"], "config": record["config"]}, f"{stem}.pt")
+    checkpoint = {"state_dict": state, "space": record["space"], "config": record["config"]}
+    write_atomic(Path(f"{stem}.pt"), lambda file: torch.save(checkpoint, file))
     matrix = confusion_matrix(predict(model, eval_set, device).cpu(), eval_set.labels.cpu())
     metrics = {"accuracy": curve[-1], "accuracy_per_epoch": curve, "confusion_matrix": matrix.tolist(), **versions()}
-    Path(f"{stem}.metrics.json").write_text(json.dumps(metrics, indent=2))
-    Path(f"{stem}.report.txt").write_text(classification_report(matrix))
+    write_text(Path(f"{stem}.metrics.json"), _to_json(metrics))
+    write_text(Path(f"{stem}.report.txt"), classification_report(matrix))
     if plot:
-        confusion_figure(matrix, title=stem.name).write_html(f"{stem}.confusion.html", include_plotlyjs=True)
+        figure = confusion_figure(matrix, title=stem.name)
+        write_text(Path(f"{stem}.confusion.html"), figure.to_html(include_plotlyjs=True))
 
 
 def load_checkpoint(path: Path) -> nn.Module:

@@ -14,6 +14,8 @@ import torch
 from optuna.trial import TrialState
 
 from search.driver import TARGET
+from search.errors import UserError
+from search.files import check_writable_dir, write_text
 from search.results import is_feasible, state_counts, training_effort, trials_table
 from search.storage import redact
 
@@ -104,10 +106,11 @@ def study_figures(study: optuna.Study) -> list[tuple[str, go.Figure]]:
 
 def write_report(study: optuna.Study, storage_url: str, out: Path, top: int = 10) -> tuple[Path, Path]:
     """One self-contained HTML file (plotly.js embedded once) plus the top-trials table as CSV."""
-    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; pass an .html file path")
+    check_writable_dir(out.parent, "--out")
     table = trials_table(study, top)
-    csv_path = out.with_suffix(".csv")
-    table.to_csv(csv_path, index=False)
+    csv_path = write_text(out.with_suffix(".csv"), table.to_csv(index=False))
     figures = study_figures(study) + [("Pareto view", pareto_figure(pareto_frame(study._storage)))]
     counts = ", ".join(f"{v} {k.lower()}" for k, v in sorted(state_counts(study).items()))
     effort = training_effort(study)
@@ -132,8 +135,7 @@ def write_report(study: optuna.Study, storage_url: str, out: Path, top: int = 10
         + "\n".join(parts)
         + "</body></html>"
     )
-    out.write_text(page)
-    return out, csv_path
+    return write_text(out, page), csv_path
 
 
 def _table_html(table: pd.DataFrame) -> str:

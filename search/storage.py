@@ -3,25 +3,36 @@ RDB URL (PostgreSQL for many workers) with heartbeats and retries of stale trial
 
 from __future__ import annotations
 
+import json
+import os
 import random
 import re
 import sqlite3
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote, quote_plus, unquote
 
 import optuna
 import sqlalchemy.exc
+from optuna.artifacts import FileSystemArtifactStore
 from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
+from sqlalchemy.engine import make_url
 
 from search.errors import UserError
+from search.files import write_atomic
 
 STUDIES_DIR = Path("studies")
 DEFAULT_SQLITE = STUDIES_DIR / "mnist-search.db"
 DEFAULT_JOURNAL = STUDIES_DIR / "mnist-search.journal"
+ARTIFACTS_DIR = STUDIES_DIR / "artifacts"
 MAX_RETRY = 3
 SCHEMA_ATTEMPTS = 5
+MAX_HEARTBEAT_S = 3600
+SECRET_QUERY_KEY = re.compile(r"pass|pwd|secret|token|key", re.IGNORECASE)
+HIDDEN = "***"
 
 
 @dataclass(frozen=True)
@@ -46,8 +57,40 @@ def is_journal(url: str) -> bool:
 
 
 def redact(url: str) -> str:
-    """The URL with any password replaced, for logs, errors and reports."""
-    return re.sub(r"(://[^/:@]*:)[^/@]*@", r"\1***@", url)
+    """The URL with its password and any secret query parameter hidden, for logs, errors and reports."""
+    if is_journal(url):
+        return url
+    try:
+        parsed = make_url(url)
+    except Exception:  # noqa: BLE001 - a malformed URL: hide all user info and the query
+        return re.sub(r"\?.*$", "?" + HIDDEN, re.sub(r"://[^/]*@", f"://{HIDDEN}@", url))
+    if parsed.host and "@" in parsed.host:  # an unencoded "@" in the password: SQLAlchemy splits at the first
+        parsed = parsed.set(host=parsed.host.rpartition("@")[2], password=HIDDEN)
+    elif parsed.password is not None:
+        parsed = parsed.set(password=HIDDEN)
+    query = {k: HIDDEN if SECRET_QUERY_KEY.search(k) else v for k, v in parsed.query.items()}
+    return parsed.set(query=query).render_as_string(hide_password=False).replace(quote(HIDDEN, safe=""), HIDDEN)
+
+
+def scrub(text: str, url: str) -> str:
+    """``text`` (an error message) with every secret of ``url`` replaced, in every encoding."""
+    secrets: set[str] = set()
+    try:
+        parsed = make_url(url)
+    except Exception:  # noqa: BLE001 - fall back to the raw user info
+        match = re.search(r"://([^/]*)@", url)
+        secrets.update(match.group(1).split(":", 1)[1:] if match else [])
+    else:
+        password = parsed.password
+        if parsed.host and "@" in parsed.host:
+            password = f"{password or ''}@{parsed.host.rpartition('@')[0]}"
+        secrets.update([str(password)] if password else [])
+        secrets.update(str(v) for k, v in parsed.query.items() if SECRET_QUERY_KEY.search(k))
+    text = text.replace(url, redact(url))
+    for secret in sorted(secrets, key=len, reverse=True):
+        for form in {secret, quote(secret, safe=""), quote_plus(secret), unquote(secret)}:
+            text = text.replace(form, HIDDEN)
+    return text
 
 
 def check_parallel_safe(url: str, processes: int) -> None:
@@ -58,20 +101,24 @@ def check_parallel_safe(url: str, processes: int) -> None:
         )
 
 
-def open_storage(url: str, heartbeat: Heartbeat | None = None) -> optuna.storages.BaseStorage:
-    """Open (creating where needed) the storage at ``url``; any failure is a one-line UserError."""
+def open_storage(
+    url: str, heartbeat: Heartbeat | None = None, *, writable: bool = False
+) -> optuna.storages.BaseStorage:
+    """Open (creating where needed) the storage at ``url``; any failure is a one-line UserError.
+
+    ``writable``: the caller will write (a search), so a read-only file is refused up front.
+    """
     heartbeat = heartbeat or Heartbeat()
+    if not 1 <= heartbeat.interval <= MAX_HEARTBEAT_S:
+        raise UserError(f"--heartbeat must be between 1 and {MAX_HEARTBEAT_S} seconds, got {heartbeat.interval}")
     if is_journal(url):
-        path = Path(url)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            return JournalStorage(JournalFileBackend(str(path)))
-        except Exception as error:  # noqa: BLE001 - unreadable file, bad log line, permissions
-            raise UserError(f"cannot open journal storage {path}: {_first_line(error)}") from None
+        return _open_journal(Path(url), writable)
     if is_sqlite(url):
         sqlite_path = url.split(":///", 1)[-1]
         if sqlite_path and sqlite_path != ":memory:":
-            Path(sqlite_path).parent.mkdir(parents=True, exist_ok=True)
+            _make_parent(Path(sqlite_path))
+            if writable and Path(sqlite_path).exists() and not os.access(sqlite_path, os.W_OK):
+                raise UserError(f"SQLite file {sqlite_path} is read-only; make it writable or pass another --storage")
     attempt = 0
     while True:
         attempt += 1
@@ -90,7 +137,78 @@ def open_storage(url: str, heartbeat: Heartbeat | None = None) -> optuna.storage
                 raise UserError(f"cannot create Optuna's tables in {redact(url)}") from None
             time.sleep(random.uniform(0.2, 1.0))
         except Exception as error:  # noqa: BLE001 - SQLAlchemy raises many kinds for bad URLs
-            raise UserError(f"cannot open storage {redact(url)}: {redact(_first_line(error))}") from None
+            raise UserError(f"cannot open storage {redact(url)}: {scrub(_first_line(error), url)}") from None
+
+
+def _make_parent(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create the folder of {path}: {error.strerror}; pass another --storage") from None
+
+
+def _open_journal(path: Path, writable: bool) -> JournalStorage:
+    _make_parent(path)
+    if path.is_dir():
+        raise UserError(f"journal storage {path} is a folder; pass a file path")
+    if writable and not os.access(path if path.exists() else path.parent, os.W_OK):
+        raise UserError(f"journal storage {path} is read-only; make it writable or pass another --storage")
+    try:
+        if path.exists() and os.access(path, os.W_OK):
+            repair_journal(path)
+        return JournalStorage(JournalFileBackend(str(path)))
+    except UserError:
+        raise
+    except Exception as error:  # noqa: BLE001 - unreadable file, bad log line, permissions
+        raise UserError(f"cannot open journal storage {path}: {_first_line(error)}") from None
+
+
+def repair_journal(path: Path) -> Path | None:
+    """Drop a torn last record (a write cut by a full disk or a kill) so the journal opens again.
+
+    Optuna skips one torn last line, but the next append lands behind it and from then on the file
+    cannot be read. Under the journal's own write lock: a record still being written is not torn.
+    A record glued to a torn one is kept. Returns the backup of the original, if anything changed.
+    """
+    lock = JournalFileSymlinkLock(str(path))  # the lock JournalFileBackend takes to append
+    lock.acquire()
+    try:
+        data = path.read_bytes()
+        lines = data.split(b"\n")
+        kept = [_salvage(line) for line in lines[:-1]]  # the part after the last newline is torn
+        if lines[-1] == b"" and None not in kept:
+            return None
+        backup = path.with_name(f"{path.name}.torn-{time.strftime('%Y%m%d-%H%M%S')}.bak")
+        write_atomic(backup, lambda file: file.write(data))
+        repaired = b"".join(line + b"\n" for line in kept if line is not None)
+        write_atomic(path, lambda file: file.write(repaired))
+    finally:
+        lock.release()
+    dropped = kept.count(None) + (lines[-1] != b"")
+    print(f"warning: dropped {dropped} torn record(s) from {path}; the original is kept as {backup}", file=sys.stderr)
+    return backup
+
+
+def _salvage(line: bytes) -> bytes | None:
+    """The line if it is a whole record; else the whole record glued behind a torn one, if any."""
+    for start in (0, line.rfind(b'{"op_code"')):
+        if start < 0:
+            continue
+        try:
+            json.loads(line[start:])
+        except ValueError:
+            continue
+        return line[start:]
+    return None
+
+
+def artifact_store(path: Path = ARTIFACTS_DIR) -> FileSystemArtifactStore:
+    """Optuna's file artifact store (learning curves, checkpoints) for the dashboard."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"--artifacts {path} cannot be created ({error.strerror}); pass a writable folder") from None
+    return FileSystemArtifactStore(str(path))
 
 
 class _WalConnection(sqlite3.Connection):

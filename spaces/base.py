@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
+import torch
 from torch import nn
 
 from search.errors import UserError
@@ -20,6 +21,7 @@ from search.train import TRAIN_KEYS
 Config = dict[str, Any]
 IMAGE_SIDE = 28
 N_CLASSES = 10
+PARAM_CEILING = 50_000_000  # any family without a cap: nothing past this is built, let alone trained
 
 
 class InvalidArchitecture(ValueError):
@@ -68,6 +70,77 @@ class Space:
             raise UserError(f"config for space {self.name!r} has unknown keys: {', '.join(unknown)}")
         if "epochs" not in config:
             raise UserError(f"config for space {self.name!r} has no 'epochs'")
+
+    def check_config(self, config: Mapping[str, Any], budget: Budget | None = None) -> int:
+        """Check every key, type and range of ``config`` against this space's own ``suggest``, then its
+        parameter count against the budget (counted on the meta device: nothing is allocated).
+        Returns the parameter count; anything wrong is a one-line UserError."""
+        budget = budget or self.budget()
+        if not isinstance(config, Mapping):
+            raise UserError(f"a {self.name} config must be a JSON object, got {type(config).__name__}")
+        self.check_keys(config)
+        replay = _CheckingTrial(self.name, config)
+        expected = self.suggest(replay, budget)  # type: ignore[arg-type]
+        for key, value in expected.items():
+            if key not in config:
+                raise UserError(f"{self.name} config is missing {key!r}")
+            if not _same(config[key], value):
+                raise UserError(f"{self.name} config has {key}={config[key]!r}; this space only allows {value!r}")
+        unused = sorted(set(config) - set(expected))
+        if unused:
+            raise UserError(f"{self.name} config has keys this config does not use: {', '.join(unused)}")
+        try:
+            with torch.device("meta"):
+                params = sum(p.numel() for p in self.build(config).parameters())
+        except InvalidArchitecture as error:
+            raise UserError(f"{self.name} config describes no network: {error}") from None
+        ceiling = budget.max_params if budget.max_params is not None else PARAM_CEILING
+        if params > ceiling:
+            raise UserError(f"{self.name} config has {params:,} parameters, over the {self.name} budget of {ceiling:,}")
+        return params
+
+
+class _CheckingTrial:
+    """Stands in for an Optuna trial: each suggest_* call checks the config's value against the range
+    the space declares there, so the space's ``suggest`` is the one source of its ranges."""
+
+    def __init__(self, space: str, config: Mapping[str, Any]) -> None:
+        self.space, self.config = space, config
+
+    def _value(self, name: str) -> Any:
+        if name not in self.config:
+            raise UserError(f"{self.space} config is missing {name!r}")
+        return self.config[name]
+
+    def _refuse(self, name: str, allowed: str) -> UserError:
+        return UserError(f"{self.space} config has {name}={self.config[name]!r}; it must be {allowed}")
+
+    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int:
+        value = self._value(name)
+        if name == "epochs":  # a quick study's --epochs cap sits below the search's floor: any short run is fine
+            low = 1
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high or (value - low) % step:
+            raise self._refuse(name, f"a whole number in {low}..{high}" + (f" in steps of {step}" if step > 1 else ""))
+        return value
+
+    def suggest_float(
+        self, name: str, low: float, high: float, *, log: bool = False, step: float | None = None
+    ) -> float:
+        value = self._value(name)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+            raise self._refuse(name, f"a number in {low:g}..{high:g}")
+        return value
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
+        value = self._value(name)
+        if not any(_same(value, choice) for choice in choices):
+            raise self._refuse(name, f"one of {list(choices)}")
+        return value
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal and of the same kind: JSON's ``true`` is not the batch size 1."""
+    return type(a) is type(b) and a == b or (isinstance(a, int | float) and type(b) is float and a == b)
 
 
 def mlp(widths: Sequence[int], *, batch_norm: bool, dropout: float, log_softmax: bool) -> nn.Sequential:

@@ -93,8 +93,8 @@ def test_names_from_studies_cannot_leave_the_output_folder():
 def test_retrained_checkpoints_are_attached_to_the_study_for_the_dashboard(study_dir, tmp_path):
     import optuna
 
-    from search.dashboard import artifact_store
     from search.export import attach_checkpoints, trial_record
+    from search.storage import artifact_store
 
     study = _study(study_dir)
     trial = study.trials[0]
