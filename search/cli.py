@@ -31,6 +31,7 @@ from search.export import (
     trial_record,
 )
 from search.files import inside
+from search.interrupts import SearchInterrupted
 from search.results import format_summary
 from search.storage import ARTIFACTS_DIR, Heartbeat, artifact_store, default_storage, open_storage, redact
 from spaces import SPACES
@@ -112,7 +113,7 @@ def search_parser() -> argparse.ArgumentParser:
         choices=OBJECTIVES,
         help="'accuracy', or 'accuracy params' for the Pareto front (no pruning)",
     )
-    p.add_argument("--seed", type=int, default=0, help="sampler seed; trial k trains with seed + k")
+    p.add_argument("--seed", type=int, default=0, help="sampler seed (0 to 2**32-1); trial k trains with seed + k")
     p.add_argument("--timeout", type=_positive_float, help="stop starting trials after this many seconds")
     p.add_argument(
         "--epochs",
@@ -160,11 +161,12 @@ def _search(argv: Sequence[str]) -> int:
     options = options_from_args(search_parser().parse_args(argv))
     try:
         study = run_search(options)
-    except KeyboardInterrupt:
-        print(
-            "\ninterrupted: the trial in flight is marked FAIL; run the same command again to resume",
-            file=sys.stderr,
-        )
+    except SearchInterrupted as stopped:
+        if options.worker_index == 0:  # a --jobs parent speaks for its workers
+            print(f"\n{stopped.message()}", file=sys.stderr)
+        return stopped.exit_status
+    except KeyboardInterrupt:  # before the first trial: loading data or opening the study
+        print("\ninterrupted before any trial started; nothing was changed", file=sys.stderr)
         return EXIT_INTERRUPTED
     if options.worker_index == 0:  # workers of --jobs leave the table to their parent
         print(format_summary(study))

@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from search.data import Split, Tensors, load_mnist, resolve_data_dir, split_train_val
-from search.driver import TARGET
 from search.errors import UserError
 from search.files import check_writable_dir, inside, slug, write_atomic, write_text
+from search.options import TARGET
 from search.results import ranked_trials
 from search.train import TrainSettings, count_params, predict, resolve_device, train
 from spaces import get_space

@@ -13,9 +13,9 @@ import plotly.graph_objects as go
 import torch
 from optuna.trial import TrialState
 
-from search.driver import TARGET
 from search.errors import UserError
 from search.files import check_writable_dir, write_text
+from search.options import TARGET
 from search.results import is_feasible, state_counts, training_effort, trials_table
 from search.storage import redact
 

@@ -6,7 +6,7 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-from search.driver import TARGET
+from search.options import TARGET
 
 
 def is_feasible(trial: FrozenTrial) -> bool:

@@ -192,7 +192,7 @@ def test_jobs_run_worker_processes_on_the_journal_file(tmp_path):
 def test_worker_arguments_reproduce_every_option():
     from search import Heartbeat, SearchOptions
     from search.cli import options_from_args, search_parser
-    from search.driver import worker_argv
+    from search.jobs import worker_argv
 
     options = SearchOptions(
         space="gap_cnn", trials=7, storage="x.journal", study_name="s", sampler="random", pruner="sha", seed=3,

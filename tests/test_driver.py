@@ -10,7 +10,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-import search.driver
+import search.options
+import search.worker
 from search import make_pruner, run_search
 from search.algorithms import JUDGE_AMONG
 from search.driver import open_study
@@ -48,8 +49,8 @@ def test_rerun_resumes_the_same_study(tmp_path, data_dir):
 
 def test_over_budget_config_is_infeasible_without_a_training_step(tmp_path, data_dir, monkeypatch, recwarn):
     calls = []
-    real_train = search.driver.train
-    monkeypatch.setattr(search.driver, "train", lambda *a, **k: calls.append(1) or real_train(*a, **k))
+    real_train = search.worker.train
+    monkeypatch.setattr(search.worker, "train", lambda *a, **k: calls.append(1) or real_train(*a, **k))
     study = run_search(options(tmp_path, data_dir, space="gap_cnn", trials=1, max_params=5000))
     trial0 = study.trials[0]
     assert trial0.user_attrs["baseline"] and trial0.user_attrs["params"] == 14_320
@@ -84,9 +85,9 @@ def test_hopeless_configs_are_pruned_and_every_trial_model_is_freed_before_the_n
         assert models[-1]() is None
         leftovers.append(len(gc.get_objects()))
 
-    release_memory = search.driver._release_memory
-    monkeypatch.setattr(search.driver, "_release_memory", release)
-    monkeypatch.setattr(search.driver, "get_space", lambda name: dataclasses.replace(space, build=build))
+    release_memory = search.worker._release_memory
+    monkeypatch.setattr(search.worker, "_release_memory", release)
+    monkeypatch.setattr(search.options, "get_space", lambda name: dataclasses.replace(space, build=build))
     assert gc.get_freeze_count() == 0
     study = run_search(opts)
     assert gc.get_freeze_count() == 0  # frozen only while the run lasts

@@ -10,7 +10,7 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-import search.driver
+import search.worker
 from search import run_search
 from search.driver import open_study
 from tests.conftest import small_search
@@ -36,7 +36,7 @@ def test_diverging_lr_prunes_the_trial_with_its_reason_and_the_study_goes_on(tmp
 
 
 def test_an_exception_fails_only_its_trial(tmp_path, data_dir, monkeypatch):
-    real_train = search.driver.train
+    real_train = search.worker.train
     calls = []
 
     def flaky_train(*args, **kwargs):
@@ -45,7 +45,7 @@ def test_an_exception_fails_only_its_trial(tmp_path, data_dir, monkeypatch):
             raise RuntimeError("CUDA out of memory (simulated)\nsecond line")
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(search.driver, "train", flaky_train)
+    monkeypatch.setattr(search.worker, "train", flaky_train)
     study = run_search(options(tmp_path, data_dir, trials=3))
     failed = study.get_trials(states=(TrialState.FAIL,))
     assert len(failed) == 1

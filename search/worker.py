@@ -1,0 +1,321 @@
+"""The worker's trial loop: claim a trial, train it, record how it ended; recover what others left.
+
+Every way a trial can end goes through one path (``_outcome``). A signal stops the trial in
+training and puts it back in the queue with its params. Anything that is not training (the
+artifact upload) is recorded and warned about, never turned into a failed trial; and the same
+failure trial after trial stops the search instead of looping.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import socket
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import optuna
+import sqlalchemy.exc
+import torch
+from optuna.trial import TrialState
+
+from search.data import Tensors
+from search.errors import UserError
+from search.interrupts import SearchInterrupted, StopRequest, signal_label
+from search.options import FINISHED, SearchOptions
+from search.progress import Progress
+from search.storage import artifact_store, is_journal, is_sqlite
+from search.train import Diverged, TrainSettings, count_params, resolve_device, train
+from spaces import Budget, InvalidArchitecture, Space
+
+POLL_S = 1.0
+SAME_FAILURE_LIMIT = 5  # this many trials in a row failing alike stop the search
+INTERRUPTED = "interrupted"
+
+
+class StudyFull(Exception):
+    """Other workers finished the study while this trial waited to start."""
+
+
+class TrialInterrupted(Exception):
+    """A signal stopped this trial; Optuna records it as FAIL and the worker re-queues it."""
+
+
+class Worker:
+    """Runs trials in this process until the study holds enough finished ones."""
+
+    def __init__(
+        self, options: SearchOptions, space: Space, budget: Budget, study: optuna.Study, data: tuple[Tensors, Tensors]
+    ) -> None:
+        self.options, self.space, self.budget, self.study = options, space, budget, study
+        self.device = resolve_device(options.device)
+        if self.device.type == "cpu" and options.jobs == 1 and os.environ.get("MNIST_SEARCH_THREADS"):
+            torch.set_num_threads(int(os.environ["MNIST_SEARCH_THREADS"]))
+        self.train_set, self.val_set = (part.to(self.device) for part in data)
+        self.progress = Progress(study, options.trials, quiet=options.quiet)
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        self.stop = StopRequest()
+        self.heartbeat = not is_journal(options.storage_url())  # RDB storages beat; journals do not
+        self.artifacts = None if options.artifacts is None else artifact_store(Path(options.artifacts))
+        self.artifact_warned = False
+        self.failures: list[str] = []  # reasons of the latest trials, while they keep failing
+
+    def run(self) -> None:
+        if self.options.multi_objective and not self.options.quiet:
+            print("note: Optuna cannot prune multi-objective studies; every trial runs all its epochs")
+        self._warn_if_sqlite_is_shared()
+        deadline = None if self.options.timeout is None else time.monotonic() + self.options.timeout
+        gc.freeze()  # see _release_memory
+        try:
+            with self.stop.handling():
+                recover_trials(self.study, self.heartbeat)  # what an earlier run or worker left
+                self._run_until_done(deadline)
+        except (sqlalchemy.exc.SQLAlchemyError, OSError) as error:
+            raise UserError(
+                f"the study storage failed mid-run ({_first_line(error)}); completed trials are kept: "
+                "free disk space or fix the storage, then rerun the same command to resume"
+            ) from None
+        finally:
+            gc.unfreeze()  # a Python caller's process collects normally again
+            self.progress.close()
+
+    def _run_until_done(self, deadline: float | None) -> None:
+        while deadline is None or time.monotonic() < deadline:
+            self._stop_if_asked()
+            states = [t.state for t in self.study.get_trials(deepcopy=False)]
+            done = sum(s in FINISHED for s in states)
+            if done >= self.options.trials:
+                break
+            if done + states.count(TrialState.RUNNING) >= self.options.trials:
+                time.sleep(POLL_S)  # the rest are in flight elsewhere; stay in case they fail
+                recover_trials(self.study, self.heartbeat, worker=self.worker_id)
+                continue
+            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.01)
+            self.study.optimize(
+                self._objective, n_trials=1, timeout=remaining, catch=(Exception,), gc_after_trial=False
+            )
+            _release_memory(self.device)
+            self._stop_if_failing_alike()
+
+    def _stop_if_asked(self) -> None:
+        if self.stop.signum is not None:
+            requeued = recover_trials(self.study, self.heartbeat, worker=self.worker_id)
+            raise SearchInterrupted(self.stop.signum, requeued)
+
+    def _stop_if_failing_alike(self) -> None:
+        """The circuit breaker: the same failure ``SAME_FAILURE_LIMIT`` times in a row is not bad luck."""
+        if len(self.failures) >= SAME_FAILURE_LIMIT and len(set(self.failures[-SAME_FAILURE_LIMIT:])) == 1:
+            raise UserError(
+                f"stopped: the last {SAME_FAILURE_LIMIT} trials all failed with {self.failures[-1]!r}; "
+                "fix that, then rerun the same command to resume"
+            )
+
+    def _claim(self, trial: optuna.Trial) -> None:
+        """Start only while finished trials plus earlier-numbered running ones leave room."""
+        while True:
+            trials = self.study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+            done = sum(t.state in FINISHED for t in trials)
+            ahead = sum(t.state == TrialState.RUNNING and t.number < trial.number for t in trials)
+            if done >= self.options.trials:
+                raise StudyFull(f"study already holds {done} finished trials")
+            if done + ahead < self.options.trials:
+                return
+            if self.stop.requested:
+                trial.set_user_attr("fail_reason", f"{INTERRUPTED} before training")
+                raise TrialInterrupted(f"{INTERRUPTED} before training")
+            time.sleep(POLL_S)
+            recover_trials(self.study, self.heartbeat, worker=self.worker_id)
+
+    def _warn_if_sqlite_is_shared(self) -> None:
+        """SQLite is not safe for several writing processes (Optuna's FAQ); say so when we see one."""
+        if not is_sqlite(self.options.storage_url()):
+            return
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            host, _, pid = t.user_attrs.get("worker", "").rpartition(":")
+            if host == socket.gethostname() and pid.isdigit() and int(pid) != os.getpid() and process_alive(int(pid)):
+                print(
+                    f"warning: process {pid} is also running trials on this SQLite study, and SQLite is not safe "
+                    "for several processes; use --jobs N (journal file) or a postgresql:// --storage",
+                    file=sys.stderr,
+                )
+                return
+
+    def _objective(self, trial: optuna.Trial) -> float | Sequence[float]:
+        trial.set_user_attr("worker", self.worker_id)  # first: a worker dying while it waits is found
+        self._claim(trial)
+        trial.set_user_attr("device", str(self.device))
+        with warnings.catch_warnings():
+            if trial.user_attrs.get("baseline"):  # a tighter budget shrinks ranges past the seed's widths
+                warnings.filterwarnings("ignore", message="Fixed parameter .* is out of range")
+            config = self.space.suggest(trial, self.budget)
+        trial.set_user_attr("config", config)
+        train_seed = self.options.seed + trial.number
+        trial.set_user_attr("train_seed", train_seed)
+        torch.manual_seed(train_seed)  # the initial weights: export + retrain reproduce them
+        try:
+            model = self.space.build(config)
+        except InvalidArchitecture as error:
+            trial.set_user_attr("pruned_reason", str(error))
+            raise optuna.TrialPruned(str(error)) from None
+        params = count_params(model)
+        trial.set_user_attr("params", params)
+        if self.budget.max_params is not None:
+            # Over-budget trials complete at once as *infeasible* (constraint > 0) instead of being
+            # pruned: TPE, GP, CMA-ES and NSGA-II read trial constraints and learn to avoid the
+            # region, and best_trial / best_trials skip infeasible trials. No training step runs.
+            trial.set_constraint("params", params - self.budget.max_params)
+            if params > self.budget.max_params:
+                trial.set_user_attr("infeasible", f"{params} parameters > budget {self.budget.max_params}")
+                self.progress.trial_done(trial.number, "INFEASIBLE", None, params)
+                self.failures.clear()
+                return (0.0, float(params)) if self.options.multi_objective else 0.0
+        curve: list[float] = []
+
+        def on_epoch(epoch: int, accuracy: float) -> None:
+            curve.append(accuracy)
+            with self.stop.shielded():  # storage calls finish; a signal raises after them
+                self.progress.epoch(trial.number, epoch, config["epochs"], accuracy)
+                if not self.options.multi_objective:
+                    trial.report(accuracy, epoch)
+                    if trial.should_prune():
+                        raise optuna.TrialPruned(f"pruned at epoch {epoch} with val accuracy {accuracy:.4f}")
+
+        start = time.perf_counter()
+        try:
+            with self.stop.interruptible():
+                result = train(
+                    model,
+                    self.train_set,
+                    self.val_set,
+                    TrainSettings.from_config(config),
+                    device=self.device,
+                    seed=train_seed,
+                    on_epoch=on_epoch,
+                )
+        except BaseException as error:  # noqa: BLE001 - every ending goes through _outcome, which re-raises the rest
+            state, reason, raised = _outcome(error, self.stop.signum)
+            trial.set_user_attr(f"{state.lower()}_reason", reason)
+            self._record(trial, curve, start)
+            self.progress.trial_done(trial.number, state, curve[-1] if curve else None, params, reason)
+            self.failures = [*self.failures, reason] if state == "FAIL" and raised is error else []
+            raise raised from None
+        self._record(trial, curve, start)
+        self.progress.trial_done(trial.number, "COMPLETE", result.accuracy, params)
+        self.failures.clear()
+        if self.options.multi_objective:
+            return result.accuracy, float(params)
+        return result.accuracy
+
+    def _record(self, trial: optuna.Trial, curve: list[float], start: float) -> None:
+        trial.set_user_attr("epochs_run", len(curve))
+        trial.set_user_attr("seconds", round(time.perf_counter() - start, 3))
+        trial.set_user_attr("val_accuracy_per_epoch", curve)
+        self._upload_curve(trial, curve)
+
+    def _upload_curve(self, trial: optuna.Trial, curve: list[float]) -> None:
+        """The learning curve as a CSV artifact for the dashboard. Only a convenience: a failed upload is
+        recorded on the trial and warned about once, and the trial keeps its result."""
+        if self.artifacts is None or not curve:
+            return
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / f"trial{trial.number}-learning-curve.csv"
+                path.write_text("epoch,val_accuracy\n" + "".join(f"{e},{a}\n" for e, a in enumerate(curve, start=1)))
+                optuna.artifacts.upload_artifact(
+                    artifact_store=self.artifacts, file_path=str(path), study_or_trial=trial
+                )
+        except Exception as error:  # noqa: BLE001 - a full or read-only artifact folder, whatever the kind
+            reason = f"{type(error).__name__}: {_first_line(error)}"
+            trial.set_user_attr("artifact_error", reason)
+            if not self.artifact_warned:
+                self.artifact_warned = True
+                print(
+                    f"warning: cannot upload learning curves to --artifacts {self.options.artifacts} ({reason}); "
+                    "trials go on without them",
+                    file=sys.stderr,
+                )
+
+
+def _outcome(error: BaseException, signum: int | None) -> tuple[str, str, BaseException]:
+    """How a trial that raised ends: its state, the reason recorded, and what to raise to Optuna."""
+    if isinstance(error, optuna.TrialPruned):
+        return "PRUNED", str(error), error
+    if isinstance(error, Diverged):
+        return "PRUNED", str(error), optuna.TrialPruned(str(error))
+    if isinstance(error, KeyboardInterrupt):
+        reason = f"{INTERRUPTED} ({signal_label(signum) if signum else 'Ctrl-C'})"
+        return "FAIL", reason, TrialInterrupted(reason)
+    if isinstance(error, Exception):
+        return "FAIL", f"{type(error).__name__}: {_first_line(error)}", error
+    raise error  # SystemExit and the like: not a trial's outcome
+
+
+def recover_trials(study: optuna.Study, heartbeat: bool, worker: str | None = None) -> list[int]:
+    """Put back in the queue, with their params and baseline flag, the trials that did not end on
+    their own: those a signal stopped, and those whose worker is gone. Returns the ones re-queued.
+
+    ``worker``: only that worker's interrupted trials (a worker stopping); else all of them.
+    RDB storages find dead workers through heartbeats (Optuna re-queues those). The journal file has
+    none, so there a trial is abandoned when the process in its ``worker`` attr (on this host) exited.
+    """
+    if heartbeat:
+        optuna.storages.fail_stale_trials(study)
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials}
+    host = socket.gethostname()
+    requeued = []
+    for t in trials:
+        owner = t.user_attrs.get("worker", "")
+        if t.state == TrialState.FAIL and t.user_attrs.get("fail_reason", "").startswith(INTERRUPTED):
+            if t.number in retried or (worker is not None and owner != worker):
+                continue
+        elif t.state == TrialState.RUNNING and not heartbeat:
+            owner_host, _, pid = owner.rpartition(":")
+            if owner_host != host or not pid.isdigit() or process_alive(int(pid)):
+                continue
+            storage = study._storage  # Optuna has no public way to fail another process's trial
+            try:
+                storage.set_trial_user_attr(t._trial_id, "fail_reason", f"worker {pid} exited mid-trial")
+                storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # another worker got there first
+        else:
+            continue
+        params = t.system_attrs.get("fixed_params") or t.params  # an enqueued trial may fail before suggesting
+        if not params and not t.user_attrs.get("baseline"):
+            continue  # nothing was proposed yet: the sampler proposes afresh
+        carried = {"baseline": True} if t.user_attrs.get("baseline") else {}
+        study.enqueue_trial(params, user_attrs={"retry_of": t.number, **carried})
+        requeued.append(t.number)
+    return requeued
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]
+
+
+def _release_memory(device: torch.device) -> None:
+    """Free the finished trial's model, optimizer and CUDA graph, which a pruning exception's
+    traceback can hold in a reference cycle, then freeze what is left: whatever survives a trial
+    (modules imported on first use, the study's trial cache) is not rescanned after every trial.
+    Between trials, not inside one: there the exception is still in flight, holding the model.
+    """
+    gc.collect()
+    gc.freeze()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
