@@ -305,6 +305,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as error:
         print(f"mnist-search: error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as error:  # a disk that filled or a folder that vanished while writing
+        where = f" ({error.filename})" if error.filename else ""
+        print(f"mnist-search: error: {error.strerror or error}{where}; fix that and rerun", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from search.data import Split, Tensors, load_mnist, resolve_data_dir, split_trai
 from search.errors import UserError
 from search.jobs import check_jobs, run_jobs
 from search.options import FINISHED, OBJECTIVES, TARGET, SearchOptions
-from search.storage import check_parallel_safe, open_storage, redact
+from search.storage import check_parallel_safe, open_storage, redact, storage_failures
 from search.worker import Worker
 from spaces import Budget, Space
 
@@ -28,11 +28,12 @@ def run_search(options: SearchOptions) -> optuna.Study:
     if options.jobs > 1:
         check_jobs(options.jobs)
     data = _load_data(options)  # before touching storage: bad data must not leave an empty study
-    study = open_study(options, space, budget, url)
-    if options.jobs > 1:
-        run_jobs(options, url, study)
-    else:
-        Worker(options, space, budget, study, data).run()
+    with storage_failures(url):
+        study = open_study(options, space, budget, url)
+        if options.jobs > 1:
+            run_jobs(options, url, study)
+        else:
+            Worker(options, space, budget, study, data).run()
     return study
 
 

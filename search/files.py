@@ -23,7 +23,7 @@ MIN_FREE_BYTES = 64 * 2**20  # a retrain writes checkpoints and a ~4 MB confusio
 
 def slug(text: str) -> str:
     """A file-name-safe form of ``text``: letters, digits, ``_.-``; long names keep a hash of the rest."""
-    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "-", str(text)).strip(".-") or "x"
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]+|\.\.+", "-", str(text)).strip(".-") or "x"
     if len(cleaned) > MAX_SLUG:
         digest = hashlib.sha1(str(text).encode()).hexdigest()[:10]
         cleaned = f"{cleaned[: MAX_SLUG - 11]}-{digest}"

@@ -50,8 +50,11 @@ class StopRequest:
     def requested(self) -> bool:
         return self.signum is not None
 
-    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+    def request(self, signum: int) -> None:
         self.signum = self.signum or signum
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self.request(signum)
         if self._raise_now:
             self._raise_now = False
             raise KeyboardInterrupt

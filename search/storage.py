@@ -10,6 +10,8 @@ import re
 import sqlite3
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, quote_plus, unquote
@@ -82,8 +84,9 @@ def scrub(text: str, url: str) -> str:
         secrets.update(match.group(1).split(":", 1)[1:] if match else [])
     else:
         password = parsed.password
-        if parsed.host and "@" in parsed.host:
-            password = f"{password or ''}@{parsed.host.rpartition('@')[0]}"
+        if parsed.host and "@" in parsed.host:  # SQLAlchemy took the password's tail for the host
+            tail = parsed.host.rpartition("@")[0]
+            secrets.update([tail, f"{password or ''}@{tail}"])
         secrets.update([str(password)] if password else [])
         secrets.update(str(v) for k, v in parsed.query.items() if SECRET_QUERY_KEY.search(k))
     text = text.replace(url, redact(url))
@@ -109,8 +112,6 @@ def open_storage(
     ``writable``: the caller will write (a search), so a read-only file is refused up front.
     """
     heartbeat = heartbeat or Heartbeat()
-    if not 1 <= heartbeat.interval <= MAX_HEARTBEAT_S:
-        raise UserError(f"--heartbeat must be between 1 and {MAX_HEARTBEAT_S} seconds, got {heartbeat.interval}")
     if is_journal(url):
         return _open_journal(Path(url), writable)
     if is_sqlite(url):
@@ -140,6 +141,25 @@ def open_storage(
             raise UserError(f"cannot open storage {redact(url)}: {scrub(_first_line(error), url)}") from None
 
 
+@contextmanager
+def storage_failures(url: str) -> Iterator[None]:
+    """A storage that fails mid-run (a full disk, a lost server) ends the command in one line; what it
+    already holds stays, and heartbeats or the journal's dead-worker check re-queue the trial cut off."""
+    try:
+        yield
+    except Exception as error:
+        # Optuna can replace a failed write with its own AssertionError ("Should not reach."): look down the chain.
+        cause: BaseException | None = error
+        while cause is not None and not isinstance(cause, sqlalchemy.exc.SQLAlchemyError | OSError):
+            cause = cause.__context__
+        if cause is None:
+            raise
+        raise UserError(
+            f"the study storage {redact(url)} failed ({scrub(_first_line(cause), url)}); completed trials are "
+            "kept: free disk space or fix the storage, then rerun the same command to resume"
+        ) from None
+
+
 def _make_parent(path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -164,29 +184,36 @@ def _open_journal(path: Path, writable: bool) -> JournalStorage:
 
 
 def repair_journal(path: Path) -> Path | None:
-    """Drop a torn last record (a write cut by a full disk or a kill) so the journal opens again.
+    """Drop a torn record (a write cut by a full disk or a kill) so the journal opens again.
 
     Optuna skips one torn last line, but the next append lands behind it and from then on the file
-    cannot be read. Under the journal's own write lock: a record still being written is not torn.
-    A record glued to a torn one is kept. Returns the backup of the original, if anything changed.
+    cannot be read. A whole record glued behind a torn one is kept. The rewrite happens under the
+    journal's own write lock, so a record still being written is never taken for a torn one.
+    Returns the backup of the original, if anything changed.
     """
+    if _repaired(path.read_bytes()) is None:
+        return None  # the common case: no lock taken, nothing written (a full disk has no room for a lock)
     lock = JournalFileSymlinkLock(str(path))  # the lock JournalFileBackend takes to append
     lock.acquire()
     try:
         data = path.read_bytes()
-        lines = data.split(b"\n")
-        kept = [_salvage(line) for line in lines[:-1]]  # the part after the last newline is torn
-        if lines[-1] == b"" and None not in kept:
+        repaired = _repaired(data)
+        if repaired is None:
             return None
         backup = path.with_name(f"{path.name}.torn-{time.strftime('%Y%m%d-%H%M%S')}.bak")
         write_atomic(backup, lambda file: file.write(data))
-        repaired = b"".join(line + b"\n" for line in kept if line is not None)
         write_atomic(path, lambda file: file.write(repaired))
     finally:
         lock.release()
-    dropped = kept.count(None) + (lines[-1] != b"")
-    print(f"warning: dropped {dropped} torn record(s) from {path}; the original is kept as {backup}", file=sys.stderr)
+    print(f"warning: dropped torn record(s) from {path}; the original is kept as {backup}", file=sys.stderr)
     return backup
+
+
+def _repaired(data: bytes) -> bytes | None:
+    """The journal without its torn records, or None if it has none."""
+    lines = data.split(b"\n")  # whatever follows the last newline is torn
+    repaired = b"".join(line + b"\n" for line in map(_salvage, lines[:-1]) if line is not None)
+    return None if repaired == data else repaired
 
 
 def _salvage(line: bytes) -> bytes | None:

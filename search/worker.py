@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
 import socket
 import sys
 import tempfile
@@ -19,7 +20,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import optuna
-import sqlalchemy.exc
 import torch
 from optuna.trial import TrialState
 
@@ -74,11 +74,6 @@ class Worker:
             with self.stop.handling():
                 recover_trials(self.study, self.heartbeat)  # what an earlier run or worker left
                 self._run_until_done(deadline)
-        except (sqlalchemy.exc.SQLAlchemyError, OSError) as error:
-            raise UserError(
-                f"the study storage failed mid-run ({_first_line(error)}); completed trials are kept: "
-                "free disk space or fix the storage, then rerun the same command to resume"
-            ) from None
         finally:
             gc.unfreeze()  # a Python caller's process collects normally again
             self.progress.close()
@@ -197,6 +192,8 @@ class Worker:
                     on_epoch=on_epoch,
                 )
         except BaseException as error:  # noqa: BLE001 - every ending goes through _outcome, which re-raises the rest
+            if isinstance(error, KeyboardInterrupt):  # also one raised without our handler (not the main thread)
+                self.stop.request(signal.SIGINT)
             state, reason, raised = _outcome(error, self.stop.signum)
             trial.set_user_attr(f"{state.lower()}_reason", reason)
             self._record(trial, curve, start)
@@ -247,7 +244,7 @@ def _outcome(error: BaseException, signum: int | None) -> tuple[str, str, BaseEx
     if isinstance(error, Diverged):
         return "PRUNED", str(error), optuna.TrialPruned(str(error))
     if isinstance(error, KeyboardInterrupt):
-        reason = f"{INTERRUPTED} ({signal_label(signum) if signum else 'Ctrl-C'})"
+        reason = f"{INTERRUPTED} ({signal_label(signum or signal.SIGINT)})"
         return "FAIL", reason, TrialInterrupted(reason)
     if isinstance(error, Exception):
         return "FAIL", f"{type(error).__name__}: {_first_line(error)}", error
