@@ -147,6 +147,8 @@ def storage_failures(url: str) -> Iterator[None]:
     already holds stays, and heartbeats or the journal's dead-worker check re-queue the trial cut off."""
     try:
         yield
+    except UserError:
+        raise
     except Exception as error:
         # Optuna can replace a failed write with its own AssertionError ("Should not reach."): look down the chain.
         cause: BaseException | None = error

@@ -414,3 +414,41 @@ def test_a_full_disk_under_a_jobs_journal_loses_nothing_and_a_rerun_continues(tm
     study = _settled(journal, "ffn-e1-n300")
     assert kept <= {t.number for t in study.get_trials(states=(TrialState.COMPLETE,))}
     assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials) >= 8
+
+
+def test_sqlite_on_a_full_disk_stops_in_one_line_and_a_rerun_continues(tmp_path, small_disk):
+    storage = f"sqlite:///{small_disk}/s.db"
+    args = [*QUICK, "--epochs", "1", "--train-subset", "300", "--val-size", "300", "--storage", storage]
+    first = _cli(*args, "--trials", "3", "--artifacts", "", cwd=tmp_path)
+    assert first.wait(timeout=300) == 0, first.stderr.read()
+    kept = {t.number for t in _settled(storage, "ffn-e1-n300").get_trials(states=(TrialState.COMPLETE,))}
+    filler = _fill(small_disk, 0)
+    full = _cli(*args, "--trials", "40", "--artifacts", "", cwd=tmp_path)
+    _out, err = full.communicate(timeout=300)
+    assert full.returncode == 2, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "the study storage sqlite:///" in err and "rerun the same command to resume" in err
+    filler.unlink()
+    again = _cli(*args, "--trials", "8", "--artifacts", "", "--heartbeat", "1", cwd=tmp_path)
+    _out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    study = _settled(storage, "ffn-e1-n300")
+    assert kept <= {t.number for t in study.get_trials(states=(TrialState.COMPLETE,))}
+
+
+def test_a_read_only_journal_is_refused_before_any_work(tmp_path):
+    disk = _mount_tmpfs(tmp_path / "ro-journal", "2m")
+    try:
+        journal = str(disk / "s.journal")
+        run_search(small_search(tmp_path, DATA_DIR, trials=1, storage=journal))
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        for jobs in ("1", "2"):
+            worker = _cli(*QUICK, "--epochs", "1", "--train-subset", "1000", "--val-size", "1000", "--trials", "3",
+                          "--jobs", jobs, "--storage", journal, cwd=tmp_path)  # fmt: skip
+            _out, err = worker.communicate(timeout=120)
+            assert worker.returncode == 2 and "is read-only" in err and len(err.strip().splitlines()) == 1, err
+        # Reading it is fine: export and report do not write to the storage.
+        exported = _cli("export", "--storage", journal, "--out", str(tmp_path / "out"), cwd=tmp_path)
+        assert exported.wait(timeout=120) == 0, exported.stderr.read()
+    finally:
+        subprocess.run(["umount", "-l", str(disk)])
