@@ -30,6 +30,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
+from search.cpu import cpu_has_native_bf16
 from search.data import MEAN, STD, Tensors, load_mnist, resolve_data_dir
 from search.mps import mps_daemon
 from search.train import TrainSettings, resolve_device, train
@@ -98,10 +99,13 @@ def project_epoch_seconds(
 CUDA_VARIANTS = {
     "CUDA graph, bf16, channels-last": {},
     "eager, bf16, channels-last": {"cuda_graph": False},
-    "CUDA graph, fp32/TF32, channels-last": {"mixed_precision": False},
+    "CUDA graph, fp32/TF32, channels-last": {"precision": "fp32"},
     "CUDA graph, bf16, NCHW": {"channels_last": False},
-    "CUDA graph, fp32/TF32, NCHW": {"mixed_precision": False, "channels_last": False},
+    "CUDA graph, fp32/TF32, NCHW": {"precision": "fp32", "channels_last": False},
 }
+# On the CPU: fp32, and (where the CPU has native bf16, what --precision auto then picks) bf16.
+CPU_FP32 = {"fp32": {"precision": "fp32"}}
+CPU_VARIANTS = {**CPU_FP32, "bf16 autocast, channels-last": {"precision": "bf16"}}
 
 
 def _job(args: tuple) -> float:
@@ -160,6 +164,14 @@ def _data(data_dir: str | None, n_train: int) -> tuple[Tensors, Tensors]:
     return mnist.train.select(index), mnist.train.select(torch.arange(58_000, 60_000))
 
 
+def _cpu_model() -> str:
+    try:
+        lines = open("/proc/cpuinfo").read().splitlines()
+    except OSError:
+        return platform.processor() or platform.machine()
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), platform.machine())
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--space", default="gap_cnn")
@@ -185,7 +197,7 @@ def main() -> None:
         )
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    variants = CUDA_VARIANTS if device.type == "cuda" else {"eager, fp32": {}}
+    variants = CUDA_VARIANTS if device.type == "cuda" else CPU_VARIANTS if cpu_has_native_bf16() else CPU_FP32
     for bs in [config["batch_size"], *args.batch_sizes]:
         for label, loop in variants.items():
             s = project_epoch_seconds(config | {"batch_size": bs}, data, val, device, args.epochs, **loop)
@@ -215,7 +227,7 @@ def main() -> None:
     # A ratio against each seed-style row: issue 3's targets are against the 4-worker loop.
     for row in rows:
         row["speedup_vs_seed_loop"] = {w: seed_s / row["s_per_epoch"] for w, seed_s in seed_loop_seconds.items()}
-    name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({platform.processor() or 'x86_64'})"
+    name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({_cpu_model()}, {os.cpu_count()} cores)"
     print(f"# {args.space} seed config, {len(data):,} training images/epoch, {name}, torch {torch.__version__}")
     ratio_headers = [f"× seed loop ({w} workers)" for w in seed_loop_seconds]
     print(f"| loop | s/epoch | trials/hour ({epochs_per_trial} epochs) | " + " | ".join(ratio_headers) + " |")

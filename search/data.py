@@ -72,16 +72,17 @@ def resolve_data_dir(flag: str | None) -> Path:
     return Path(flag or os.environ.get(DATA_ENV) or DEFAULT_DATA_DIR).expanduser()
 
 
-def raw_dir(data_dir: Path) -> Path:
-    return data_dir / "MNIST" / "raw"
+def raw_dir(data_dir: Path | str) -> Path:
+    return Path(data_dir) / "MNIST" / "raw"
 
 
-def load_mnist(data_dir: Path, download: bool = True) -> Mnist:
+def load_mnist(data_dir: Path | str, download: bool = True) -> Mnist:
     """Read the four IDX files from ``<data_dir>/MNIST/raw/`` after checking their MD5s.
 
     Missing files are downloaded through torchvision when ``download`` is set, but only into a
     folder that exists or is the default: a mistyped ``--data-dir`` fails instead of downloading.
     """
+    data_dir = Path(data_dir)
     raw = raw_dir(data_dir)
     if not data_dir.is_dir() and data_dir != Path(DEFAULT_DATA_DIR):
         raise UserError(

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from search.augment import random_affine
+from search.cpu import cpu_has_native_bf16, swap_dropout
 from search.data import Tensors, normalise, standardise
 from search.errors import UserError
 
@@ -69,6 +70,7 @@ class TrainResult:
 
 
 EpochCallback = Callable[[int, float], None]
+PRECISIONS = ("auto", "fp32", "bf16")
 GRAPH_WARMUP_STEPS = 3  # eager steps first: optimizer state and cuDNN/cuBLAS set up outside capture
 
 
@@ -95,25 +97,27 @@ def train(
     seed: int = 0,
     on_epoch: EpochCallback | None = None,
     cuda_graph: bool = True,
-    mixed_precision: bool = True,
+    precision: str = "auto",
     channels_last: bool = True,
 ) -> TrainResult:
     """Train ``model`` on ``train_set`` and evaluate on ``eval_set`` after every epoch.
 
     ``on_epoch(epoch, accuracy)`` may raise (``optuna.TrialPruned``) to stop early. On CUDA the
     step runs as a CUDA graph after a few eager warm-up steps, in bf16 autocast with channels-last
-    weights; the three switches exist for the benchmark, which measures each of them.
+    weights; on a CPU with native bf16, in bf16 autocast with channels-last weights (see
+    ``resolve_precision``). The switches exist for the benchmark, which measures each of them.
     """
     torch.manual_seed(seed)  # also the CUDA generator that dropout and augmentation draw from
     generator = torch.Generator(device=device).manual_seed(seed)  # batch order
     train_set, eval_set = train_set.to(device), eval_set.to(device)
-    model = _prepare(model, device, channels_last)
+    bf16 = resolve_precision(device, precision) == "bf16"
+    model = _prepare(model, device, channels_last and (device.type == "cuda" or bf16))
     n = len(train_set)
     batch_size = min(settings.batch_size, n)
     steps = n // batch_size  # drop the ragged last batch: a batch of one breaks BatchNorm
     optimizer = _optimizer(model, settings, device)
     scheduler = _scheduler(optimizer, settings, steps)
-    autocast = _autocast(device, mixed_precision)
+    autocast = _autocast(device, bf16)
     loss_sum = torch.zeros((), device=device)
 
     def step(index: torch.Tensor) -> None:
@@ -157,7 +161,7 @@ def train(
         if not math.isfinite(mean_loss):
             raise Diverged(f"training loss became {mean_loss} in epoch {epoch}")
         result.losses.append(mean_loss)
-        result.accuracies.append(accuracy(model, eval_set, device))
+        result.accuracies.append(accuracy(model, eval_set, device, precision))
         result.seconds = time.perf_counter() - start
         result.images_per_second = epoch * steps * batch_size / result.train_seconds
         if on_epoch is not None:
@@ -186,32 +190,44 @@ def _capture(
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, data: Tensors, device: torch.device) -> torch.Tensor:
+def predict(model: nn.Module, data: Tensors, device: torch.device, precision: str = "auto") -> torch.Tensor:
     """Predicted labels for the whole set, in a few large batches."""
     model.eval()
     chunk = 8192 if device.type == "cuda" else 2048
-    with _autocast(device):
+    with _autocast(device, resolve_precision(device, precision) == "bf16"):
         return torch.cat(
             [model(standardise(normalise(data.images[i : i + chunk]))).argmax(1) for i in range(0, len(data), chunk)]
         )
 
 
-def accuracy(model: nn.Module, data: Tensors, device: torch.device) -> float:
-    return (predict(model, data, device) == data.labels).sum().item() / len(data)
+def accuracy(model: nn.Module, data: Tensors, device: torch.device, precision: str = "auto") -> float:
+    return (predict(model, data, device, precision) == data.labels).sum().item() / len(data)
+
+
+def resolve_precision(device: torch.device, precision: str = "auto") -> str:
+    """``auto``: bf16 on CUDA, and on CPUs with native bf16 instructions (AVX512-BF16 or AMX);
+    fp32 elsewhere, where bf16 is emulated and slower."""
+    if precision not in PRECISIONS:
+        raise UserError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision
+    return "bf16" if device.type == "cuda" or cpu_has_native_bf16() else "fp32"
 
 
 def _prepare(model: nn.Module, device: torch.device, channels_last: bool = True) -> nn.Module:
     model = model.to(device)
-    if device.type == "cuda" and channels_last:
+    if device.type == "cpu":
+        swap_dropout(model)
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
 
 
-def _autocast(device: torch.device, enabled: bool = True) -> torch.autocast:
-    # bf16 on CUDA: no loss scaling needed. CPU stays fp32 (bf16 is slower on most CPUs).
-    # No weight-cast cache: a CUDA graph must recompute the casts on every replay.
+def _autocast(device: torch.device, bf16: bool) -> torch.autocast:
+    # bf16: no loss scaling needed. On CUDA, no weight-cast cache: a CUDA graph must recompute the
+    # casts on every replay; the CPU has no graph, and the cache saves a cast per use of a weight.
     return torch.autocast(
-        device_type=device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda", cache_enabled=False
+        device_type=device.type, dtype=torch.bfloat16, enabled=bf16, cache_enabled=device.type != "cuda"
     )
 
 
