@@ -20,20 +20,13 @@ from search.dashboard import serve_dashboard
 from search.data import DATA_ENV
 from search.driver import OBJECTIVES, SearchOptions, run_search
 from search.errors import UserError
-from search.export import (
-    EXPORTS_DIR,
-    attach_checkpoints,
-    export,
-    format_retrain,
-    load_record,
-    retrain,
-    select_trials,
-    trial_record,
-)
+from search.export import EXPORTS_DIR, export, load_record, select_trials, trial_record
 from search.files import inside
 from search.interrupts import SearchInterrupted
 from search.results import format_summary
+from search.retrain import attach_checkpoints, format_retrain, retrain
 from search.storage import ARTIFACTS_DIR, Heartbeat, artifact_store, default_storage, open_storage, redact
+from search.train import PRECISIONS
 from spaces import SPACES
 
 EXIT_USAGE = 2
@@ -80,6 +73,12 @@ def _add_data_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help=f"folder holding MNIST/raw/ (default: ${DATA_ENV}, else ./data)")
     parser.add_argument("--no-download", dest="download", action="store_false", help="never try to download MNIST")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="training device")
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=PRECISIONS,
+        help="auto: bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16, AMX), else fp32",
+    )
 
 
 def search_parser() -> argparse.ArgumentParser:
@@ -246,6 +245,8 @@ def _retrain(argv: Sequence[str]) -> int:
                 device=args.device,
                 on_search_split=args.search_split,
                 out_dir=Path(args.out),
+                precision=args.precision,
+                progress=True,
             )
         )
         if study is not None:  # the dashboard then offers each trial's checkpoints

@@ -1,18 +1,26 @@
 """The CPU's fast path: which CPUs run bf16 natively, and a dropout that does not wait on the RNG.
 
-PyTorch's CPU dropout draws one Bernoulli sample per element from a single-threaded generator,
-which cost more than the convolutions of a GAP CNN step in bf16 (docs/benchmarks.md). The dropout
-here draws one 64-bit word per four elements and compares 16-bit slices of it with the keep
-probability: the same mask distribution up to a 2**-16 rounding of p, a quarter of the draws.
+PyTorch's CPU dropout draws one Bernoulli sample per element from a single-threaded generator; in
+a GAP CNN's bf16 step that cost more than the convolutions (docs/benchmarks.md). The dropout here
+takes one seed per call from PyTorch's generator (so ``torch.manual_seed`` still fixes every mask)
+and expands it with SplitMix64, a counter-based generator that is a handful of vectorised integer
+ops on all cores; each 64-bit word gives four 16-bit slices, each compared with the drop
+probability (rounded to a multiple of 2**-16).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
-_SLICES = 4  # 16-bit slices per 64-bit draw
+_SLICES = 4  # 16-bit slices per 64-bit word
 _LEVELS = 1 << 16
+# Below this many forward FLOPs per image, bf16's casts cost more than its faster matmuls
+# (dev CPU, ffn configs: 0.11 MFLOP 0.81x, 0.54 MFLOP 1.03x, 1.86 MFLOP 1.44x; docs/benchmarks.md).
+BF16_MIN_FLOPS = 1_000_000
+# SplitMix64's constants (Steele, Lea and Flood, 2014) as signed 64-bit integers.
+_GOLDEN, _MIX1, _MIX2 = -7046029254386353131, -4658895280553007687, -7723592293110705685
 
 
 def cpu_has_native_bf16() -> bool:
@@ -23,6 +31,16 @@ def cpu_has_native_bf16() -> bool:
     except OSError:
         return False
     return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def forward_flops(model: nn.Module) -> int:
+    """FLOPs of one image's forward pass (matmuls and convolutions), counted by PyTorch."""
+    was_training = model.training
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model.eval()(torch.zeros(1, 1, 28, 28, device=next(model.parameters()).device))
+    model.train(was_training)
+    return counter.get_total_flops()
 
 
 class FastDropout(nn.Module):
@@ -39,11 +57,22 @@ class FastDropout(nn.Module):
         if not self.training or self.p == 0:
             return x
         n = x.numel()
-        # Full-range draws: random_() with no bounds leaves the top bit of each word at 0.
-        words = torch.empty((n + _SLICES - 1) // _SLICES, dtype=torch.int64).random_(-(2**63), 2**63 - 1)
+        words = splitmix64((n + _SLICES - 1) // _SLICES, int(torch.randint(-(2**62), 2**62, ())))
         # Laid out like x (channels-last or not): the mask is i.i.d., so any order is as good.
         bits = words.view(torch.int16)[:n].as_strided(x.shape, x.stride())
         return x * (bits >= self.threshold).to(x.dtype).mul_(self.scale)  # the mask in x's dtype: no promotion
+
+
+def splitmix64(count: int, seed: int) -> torch.Tensor:
+    """``count`` pseudo-random 64-bit words: SplitMix64's outputs for counters 0..count-1 from ``seed``.
+    Shifts are logical (masked), multiplications wrap, as in the reference."""
+    z = torch.arange(count, dtype=torch.int64).mul_(_GOLDEN).add_(seed)
+    z ^= (z >> 30) & ((1 << 34) - 1)
+    z *= _MIX1
+    z ^= (z >> 27) & ((1 << 37) - 1)
+    z *= _MIX2
+    z ^= (z >> 31) & ((1 << 33) - 1)
+    return z
 
 
 def swap_dropout(model: nn.Module) -> nn.Module:

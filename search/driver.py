@@ -4,6 +4,9 @@ baseline enqueued as trial 0), then run its trials here or in ``--jobs`` worker 
 from __future__ import annotations
 
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import optuna
@@ -21,7 +24,29 @@ __all__ = ["FINISHED", "OBJECTIVES", "TARGET", "SearchOptions", "open_study", "r
 
 
 def run_search(options: SearchOptions) -> optuna.Study:
-    """Run (or resume) the study that ``options`` describe; the Python API behind the CLI."""
+    """Run (or resume) the study that ``options`` describe; the Python API behind the CLI.
+
+    Optuna's per-trial INFO lines and ExperimentalWarnings stay quiet (our progress lines replace
+    them) unless the caller changed Optuna's verbosity."""
+    with _quiet_optuna():
+        return _run_search(options)
+
+
+@contextmanager
+def _quiet_optuna() -> Iterator[None]:
+    default = optuna.logging.get_verbosity() == optuna.logging.INFO
+    if default:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+            yield
+    finally:
+        if default:
+            optuna.logging.set_verbosity(optuna.logging.INFO)
+
+
+def _run_search(options: SearchOptions) -> optuna.Study:
     space, budget = options.validate()
     url = options.storage_url()
     check_parallel_safe(url, options.jobs)

@@ -11,6 +11,7 @@ from optuna.trial import TrialState
 from search.algorithms import PRUNERS, SAMPLERS
 from search.errors import UserError
 from search.storage import ARTIFACTS_DIR, MAX_HEARTBEAT_S, Heartbeat, default_storage
+from search.train import PRECISIONS
 from spaces import Budget, Space, get_space
 
 TARGET = 0.994
@@ -41,6 +42,7 @@ class SearchOptions:
     data_dir: str | None = None
     download: bool = True
     device: str = "auto"
+    precision: str = "auto"  # auto: bf16 on CUDA and on CPUs with native bf16, else fp32
     train_subset: int | None = None
     val_size: int = 10_000
     jobs: int = 1
@@ -73,6 +75,8 @@ class SearchOptions:
     def validate(self) -> tuple[Space, Budget]:
         if not 1 <= self.trials <= MAX_TRIALS:
             raise UserError(f"--trials must be between 1 and {MAX_TRIALS:,}, got {self.trials}")
+        if self.precision not in PRECISIONS:
+            raise UserError(f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}")
         if self.jobs < 1:
             raise UserError(f"--jobs must be at least 1, got {self.jobs}")
         if not 0 <= self.seed <= MAX_SEED:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from search.augment import random_affine
-from search.cpu import cpu_has_native_bf16, swap_dropout
+from search.cpu import BF16_MIN_FLOPS, cpu_has_native_bf16, forward_flops, swap_dropout
 from search.data import Tensors, normalise, standardise
 from search.errors import UserError
 
@@ -110,7 +110,8 @@ def train(
     torch.manual_seed(seed)  # also the CUDA generator that dropout and augmentation draw from
     generator = torch.Generator(device=device).manual_seed(seed)  # batch order
     train_set, eval_set = train_set.to(device), eval_set.to(device)
-    bf16 = resolve_precision(device, precision) == "bf16"
+    precision = resolve_precision(device, precision, model)  # also for the evaluation passes below
+    bf16 = precision == "bf16"
     model = _prepare(model, device, channels_last and (device.type == "cuda" or bf16))
     n = len(train_set)
     batch_size = min(settings.batch_size, n)
@@ -194,7 +195,7 @@ def predict(model: nn.Module, data: Tensors, device: torch.device, precision: st
     """Predicted labels for the whole set, in a few large batches."""
     model.eval()
     chunk = 8192 if device.type == "cuda" else 2048
-    with _autocast(device, resolve_precision(device, precision) == "bf16"):
+    with _autocast(device, resolve_precision(device, precision, model) == "bf16"):
         return torch.cat(
             [model(standardise(normalise(data.images[i : i + chunk]))).argmax(1) for i in range(0, len(data), chunk)]
         )
@@ -204,14 +205,17 @@ def accuracy(model: nn.Module, data: Tensors, device: torch.device, precision: s
     return (predict(model, data, device, precision) == data.labels).sum().item() / len(data)
 
 
-def resolve_precision(device: torch.device, precision: str = "auto") -> str:
-    """``auto``: bf16 on CUDA, and on CPUs with native bf16 instructions (AVX512-BF16 or AMX);
-    fp32 elsewhere, where bf16 is emulated and slower."""
+def resolve_precision(device: torch.device, precision: str = "auto", model: nn.Module | None = None) -> str:
+    """``auto``: bf16 on CUDA; on CPUs with native bf16 instructions (AVX512-BF16 or AMX), bf16 for
+    models big enough to gain from it (``BF16_MIN_FLOPS``, when ``model`` is given); fp32 elsewhere,
+    where bf16 is emulated and slower."""
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
-    if precision != "auto":
-        return precision
-    return "bf16" if device.type == "cuda" or cpu_has_native_bf16() else "fp32"
+    if precision != "auto" or device.type == "cuda":
+        return "bf16" if precision == "auto" else precision
+    if not cpu_has_native_bf16():
+        return "fp32"
+    return "bf16" if model is None or forward_flops(model) >= BF16_MIN_FLOPS else "fp32"
 
 
 def _prepare(model: nn.Module, device: torch.device, channels_last: bool = True) -> nn.Module:

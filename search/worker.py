@@ -29,7 +29,7 @@ from search.interrupts import SearchInterrupted, StopRequest, signal_label
 from search.options import FINISHED, SearchOptions
 from search.progress import Progress
 from search.storage import artifact_store, is_journal, is_sqlite
-from search.train import Diverged, TrainSettings, count_params, resolve_device, train
+from search.train import Diverged, TrainSettings, count_params, resolve_device, resolve_precision, train
 from spaces import Budget, InvalidArchitecture, Space
 
 POLL_S = 1.0
@@ -56,7 +56,9 @@ class Worker:
         if self.device.type == "cpu" and options.jobs == 1 and os.environ.get("MNIST_SEARCH_THREADS"):
             torch.set_num_threads(int(os.environ["MNIST_SEARCH_THREADS"]))
         self.train_set, self.val_set = (part.to(self.device) for part in data)
-        self.progress = Progress(study, options.trials, quiet=options.quiet)
+        self.progress = Progress(
+            study, options.trials, quiet=options.quiet, device=str(self.device), max_epochs=budget.max_epochs
+        )
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self.stop = StopRequest()
         self.heartbeat = not is_journal(options.storage_url())  # RDB storages beat; journals do not
@@ -158,6 +160,8 @@ class Worker:
             raise optuna.TrialPruned(str(error)) from None
         params = count_params(model)
         trial.set_user_attr("params", params)
+        precision = resolve_precision(self.device, self.options.precision, model)
+        trial.set_user_attr("precision", precision)
         if self.budget.max_params is not None:
             # Over-budget trials complete at once as *infeasible* (constraint > 0) instead of being
             # pruned: TPE, GP, CMA-ES and NSGA-II read trial constraints and learn to avoid the
@@ -180,6 +184,7 @@ class Worker:
                         raise optuna.TrialPruned(f"pruned at epoch {epoch} with val accuracy {accuracy:.4f}")
 
         start = time.perf_counter()
+        self.progress.trial_started()
         try:
             with self.stop.interruptible():
                 result = train(
@@ -190,6 +195,7 @@ class Worker:
                     device=self.device,
                     seed=train_seed,
                     on_epoch=on_epoch,
+                    precision=precision,
                 )
         except BaseException as error:  # noqa: BLE001 - every ending goes through _outcome, which re-raises the rest
             if isinstance(error, KeyboardInterrupt):  # also one raised without our handler (not the main thread)

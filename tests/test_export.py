@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from search import SearchOptions, run_search
-from search.export import export, load_checkpoint, load_record, retrain
+from search.export import export, load_record
 from search.report import pareto_frame, write_report
+from search.retrain import load_checkpoint, retrain
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +85,7 @@ def test_report_is_one_html_file_with_optuna_figures_a_pareto_view_and_a_csv(stu
 
 
 def test_names_from_studies_cannot_leave_the_output_folder():
-    from search.export import slug
+    from search.files import slug
 
     assert "/" not in slug("../../etc/passwd") and not slug("../x").startswith(".")
     assert slug("gap_cnn-p8000-e15") == "gap_cnn-p8000-e15"
@@ -93,7 +94,8 @@ def test_names_from_studies_cannot_leave_the_output_folder():
 def test_retrained_checkpoints_are_attached_to_the_study_for_the_dashboard(study_dir, tmp_path):
     import optuna
 
-    from search.export import attach_checkpoints, trial_record
+    from search.export import trial_record
+    from search.retrain import attach_checkpoints
     from search.storage import artifact_store
 
     study = _study(study_dir)

@@ -176,7 +176,8 @@ def test_a_full_output_folder_is_refused_before_training(tmp_path, capsys, small
 
 
 def test_a_trial_name_cannot_lead_retrain_outside_its_folder(tmp_path, data_dir):
-    from search.export import load_record, retrain
+    from search.export import load_record
+    from search.retrain import retrain
 
     out = tmp_path / "a" / "b" / "out"
     path = _exported(tmp_path, epochs=1)

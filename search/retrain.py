@@ -1,0 +1,224 @@
+"""Retraining: each config once per seed, for its own epochs, measured on the test set (or, to
+reproduce a trial, on the study's own split); checkpoints, metrics, a per-class report and a
+confusion-matrix page per seed, each written atomically inside ``--out``."""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import plotly.express as px
+import plotly.graph_objects as go
+import torch
+from torch import nn
+
+from search.data import Split, Tensors, load_mnist, resolve_data_dir, split_train_val
+from search.estimate import format_duration
+from search.export import to_json, versions
+from search.files import check_writable_dir, inside, slug, write_atomic, write_text
+from search.options import TARGET
+from search.train import TrainSettings, count_params, predict, resolve_device, resolve_precision, train
+from spaces import get_space
+
+N_CLASSES = 10
+
+
+@dataclass
+class RetrainResult:
+    name: str
+    space: str
+    params: int
+    epochs: int
+    seeds: list[int]
+    accuracies: list[float]
+    evaluated_on: str  # "test" (full 60k training set) or "val" (the study's search split)
+    seconds: float
+    baseline: bool
+    precision: str  # as resolved for this config on this device: fp32 or bf16
+    checkpoints: list[Path] = field(default_factory=list)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.accuracies)
+
+    @property
+    def std(self) -> float:
+        return statistics.stdev(self.accuracies) if len(self.accuracies) > 1 else 0.0
+
+
+def retrain(
+    record: Mapping[str, Any],
+    seeds: Sequence[int],
+    *,
+    data_dir: str | None = None,
+    download: bool = True,
+    device: str = "auto",
+    on_search_split: bool = False,
+    out_dir: Path | None = None,
+    precision: str = "auto",
+    progress: bool = False,
+) -> RetrainResult:
+    """Train the exact config once per seed for its own fixed epochs, no best-epoch picking.
+
+    By default: on all 60k training images, measured on the 10k test set. With ``on_search_split``:
+    on the study's own training split, measured on its validation split, which reproduces the
+    trial (same seed, same device and precision) for checking an export. ``progress``: a line per
+    epoch on stderr.
+    """
+    space = get_space(record["space"])
+    config = dict(record["config"])
+    space.check_config(config)
+    name = "-".join(slug(str(part)) for part in (record.get("study", space.name), f"trial{record.get('trial', 'x')}"))
+    if out_dir is not None:
+        check_writable_dir(out_dir, "--out")  # before training, not after
+    mnist = load_mnist(resolve_data_dir(data_dir), download=download)
+    if on_search_split:
+        split = record["split"]
+        train_set, eval_set = split_train_val(
+            mnist.train, Split(split["val_size"], split["split_seed"], split["train_subset"])
+        )
+    else:
+        train_set, eval_set = mnist.train, mnist.test
+    target = resolve_device(device)
+    train_set, eval_set = train_set.to(target), eval_set.to(target)  # once, for every seed
+    result = RetrainResult(
+        name=name, space=space.name, params=0, epochs=config["epochs"], seeds=list(seeds), accuracies=[],
+        evaluated_on="val" if on_search_split else "test", seconds=0.0, baseline=bool(record.get("baseline")),
+        precision="",
+    )  # fmt: skip
+    settings = TrainSettings.from_config(config)
+    for seed in seeds:
+        torch.manual_seed(seed)
+        model = space.build(config)
+        result.params = count_params(model)
+        result.precision = resolve_precision(target, precision, model)
+        on_epoch = _epoch_lines(f"{name} seed {seed}", result.evaluated_on, settings.epochs) if progress else None
+        run = train(
+            model,
+            train_set,
+            eval_set,
+            settings,
+            device=target,
+            seed=seed,
+            precision=result.precision,
+            on_epoch=on_epoch,
+        )
+        result.accuracies.append(run.accuracy)
+        result.seconds += run.seconds
+        if out_dir is not None:
+            stem = inside(out_dir, name, f"seed{seed}")
+            _save_artifacts(
+                stem, model, record, run.accuracies, eval_set, target, result.precision, plot=seed == seeds[0]
+            )
+            result.checkpoints.append(Path(f"{stem}.pt"))
+    return result
+
+
+def _epoch_lines(label: str, evaluated_on: str, epochs: int):  # noqa: ANN202 - an on_epoch callback
+    """A line per epoch: accuracy so far, the epoch rate and the time this seed still needs."""
+    start = time.perf_counter()
+
+    def on_epoch(epoch: int, accuracy: float) -> None:
+        per_epoch = (time.perf_counter() - start) / epoch
+        print(
+            f"{label}: epoch {epoch}/{epochs} {evaluated_on} accuracy {accuracy:.4f} · {per_epoch:.1f} s/epoch · "
+            f"~{format_duration(per_epoch * (epochs - epoch))} left",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    return on_epoch
+
+
+def attach_checkpoints(study: optuna.Study, result: RetrainResult, store: Any) -> None:
+    """Upload a retrain's checkpoints and per-class reports to the study, for the dashboard.
+
+    To the study, not the trial: Optuna refuses new artifacts on a finished trial. The file names
+    (``STUDY-trialN-seedS.pt``) say which trial each belongs to.
+    """
+    for checkpoint in result.checkpoints:
+        for path in (checkpoint, checkpoint.with_suffix(".report.txt")):
+            optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=study)
+
+
+def _save_artifacts(
+    stem: Path,
+    model: nn.Module,
+    record: Mapping[str, Any],
+    curve: list[float],
+    eval_set: Tensors,
+    device: torch.device,
+    precision: str,
+    plot: bool,
+) -> None:
+    """Checkpoint (state_dict + config, loadable with weights_only=True), metrics, per-class report,
+    and (for the first seed: each page carries plotly, ~4 MB) a self-contained confusion-matrix plot."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    checkpoint = {"state_dict": state, "space": record["space"], "config": record["config"]}
+    write_atomic(Path(f"{stem}.pt"), lambda file: torch.save(checkpoint, file))
+    matrix = confusion_matrix(predict(model, eval_set, device, precision).cpu(), eval_set.labels.cpu())
+    metrics = {
+        "accuracy": curve[-1], "accuracy_per_epoch": curve, "confusion_matrix": matrix.tolist(),
+        "device": str(device), "precision": precision, **versions(),
+    }  # fmt: skip
+    write_text(Path(f"{stem}.metrics.json"), to_json(metrics))
+    write_text(Path(f"{stem}.report.txt"), classification_report(matrix))
+    if plot:
+        figure = confusion_figure(matrix, title=stem.name)
+        write_text(Path(f"{stem}.confusion.html"), figure.to_html(include_plotlyjs=True))
+
+
+def load_checkpoint(path: Path) -> nn.Module:
+    """Rebuild a retrained model; ``weights_only=True`` so a checkpoint cannot run code."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    model = get_space(checkpoint["space"]).build(checkpoint["config"])
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.eval()
+
+
+def format_retrain(results: Sequence[RetrainResult]) -> str:
+    lines = [
+        f"| config | params | epochs | seeds | {results[0].evaluated_on} accuracy (mean ± std) | vs {TARGET:.1%} |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in results:
+        label = f"{r.name} (seed baseline)" if r.baseline else r.name
+        lines.append(
+            f"| {label} | {r.params:,} | {r.epochs} | {len(r.seeds)} | "
+            f"{r.mean:.2%} ± {r.std:.2%} | {r.mean - TARGET:+.2%} |"
+        )
+    return "\n".join(lines)
+
+
+def confusion_matrix(predicted: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Rows: true class; columns: predicted class."""
+    return torch.bincount(labels * N_CLASSES + predicted, minlength=N_CLASSES * N_CLASSES).reshape(N_CLASSES, -1)
+
+
+def classification_report(matrix: torch.Tensor) -> str:
+    """Per-class precision, recall, F1 and support, laid out as seed 000 shows them."""
+    m = matrix.double()
+    support = m.sum(1)
+    precision = m.diag() / m.sum(0).clamp(min=1)
+    recall = m.diag() / support.clamp(min=1)
+    f1 = 2 * precision * recall / (precision + recall).clamp(min=1e-12)
+    lines = [f"{'':>12}{'precision':>10}{'recall':>10}{'f1-score':>10}{'support':>10}", ""]
+    for c in range(N_CLASSES):
+        lines.append(f"{c:>12}{precision[c]:>10.4f}{recall[c]:>10.4f}{f1[c]:>10.4f}{int(support[c]):>10}")
+    total = int(support.sum())
+    lines += ["", f"{'accuracy':>12}{'':>20}{(m.diag().sum() / total).item():>10.4f}{total:>10}"]
+    lines.append(f"{'macro avg':>12}{precision.mean():>10.4f}{recall.mean():>10.4f}{f1.mean():>10.4f}{total:>10}")
+    return "\n".join(lines) + "\n"
+
+
+def confusion_figure(matrix: torch.Tensor, title: str) -> go.Figure:
+    return px.imshow(
+        matrix.numpy(), text_auto=True, color_continuous_scale="Blues", title=f"Confusion matrix: {title}",
+        labels={"x": "predicted", "y": "true", "color": "images"}, x=list(range(10)), y=list(range(10)),
+    )  # fmt: skip

@@ -1,0 +1,130 @@
+"""The CPU as a first-class device: precision, the fast dropout, and time estimates (CPU)."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+import torch
+from optuna.distributions import IntDistribution
+from optuna.trial import TrialState, create_trial
+from torch import nn
+
+from search import run_search
+from search.cpu import BF16_MIN_FLOPS, FastDropout, cpu_has_native_bf16, forward_flops, splitmix64, swap_dropout
+from search.estimate import PRIOR_EPOCH_FRACTION, PRIOR_TRIALS, Running, estimate, format_duration
+from search.train import resolve_precision
+from spaces import get_space
+from tests.conftest import run_cli, small_search
+
+
+def test_fast_dropout_drops_p_scales_the_rest_and_keeps_the_layout():
+    torch.manual_seed(0)
+    x = torch.ones(256, 8, 13, 13).to(memory_format=torch.channels_last)
+    for p in (0.05, 0.2, 0.5):
+        y = FastDropout(p).train()(x)
+        dropped = (y == 0).float().mean().item()
+        assert dropped == pytest.approx(p, abs=0.005)
+        assert y.max().item() == pytest.approx(1 / (1 - p), rel=1e-3)
+        assert y.is_contiguous(memory_format=torch.channels_last)
+        assert y.mean().item() == pytest.approx(1.0, abs=0.01)  # unbiased, as nn.Dropout
+    assert FastDropout(0.3).eval()(x) is x
+    grad_in = x.clone().requires_grad_()
+    FastDropout(0.5).train()(grad_in).sum().backward()
+    assert set(grad_in.grad.unique().tolist()) == {0.0, 2.0}
+
+
+def test_splitmix64_matches_the_reference_and_its_slices_are_uniform():
+    def reference(i: int, seed: int) -> int:
+        m = (1 << 64) - 1
+        z = (seed + i * 0x9E3779B97F4A7C15) & m
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & m
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & m
+        z ^= z >> 31
+        return z - (1 << 64) if z >> 63 else z
+
+    words = splitmix64(200_000, 12345)
+    assert [words[i].item() for i in (0, 1, 77, 199_999)] == [reference(i, 12345) for i in (0, 1, 77, 199_999)]
+    slices = words.view(torch.int16).view(-1, 4).double()
+    assert slices.mean(0).abs().max() < 200 and (slices.std(0) - 65536 / 12**0.5).abs().max() < 200
+
+
+def test_swap_dropout_replaces_every_dropout_and_keeps_the_weights():
+    model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.25), nn.Sequential(nn.Dropout(0.1), nn.ReLU()))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    swap_dropout(model)
+    kinds = [type(m) for m in model.modules()]
+    assert nn.Dropout not in kinds and kinds.count(FastDropout) == 2
+    assert [m.p for m in model.modules() if isinstance(m, FastDropout)] == [0.25, 0.1]
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+
+
+def _trial(state: TrialState, epochs: int, seconds: float, device: str = "cpu"):
+    return create_trial(
+        state=state, value=0.9 if state == TrialState.COMPLETE else None,
+        intermediate_values={e: 0.9 for e in range(1, epochs + 1)},
+        params={"x": 1}, distributions={"x": IntDistribution(0, 2)},
+        user_attrs={"epochs_run": epochs, "seconds": seconds, "device": device},
+    )  # fmt: skip
+
+
+def test_the_estimate_is_epochs_left_times_this_devices_seconds_per_epoch():
+    finished = [
+        _trial(TrialState.COMPLETE, 10, 20.0),
+        _trial(TrialState.PRUNED, 4, 8.0),
+        _trial(TrialState.PRUNED, 4, 8.0),
+    ]
+    other_device = _trial(TrialState.COMPLETE, 10, 1.0, device="cuda:0")
+    guess = estimate([*finished, other_device], total=20, device="cpu", max_epochs=20)
+    assert guess.seconds_per_epoch == pytest.approx(2.0)  # the CUDA trial's speed is not this device's
+    prior = PRIOR_EPOCH_FRACTION * 20
+    epochs_per_trial = (prior * PRIOR_TRIALS + 28) / (PRIOR_TRIALS + 4)
+    assert guess.epochs_per_trial == pytest.approx(epochs_per_trial)
+    assert guess.remaining_seconds == pytest.approx(16 * epochs_per_trial * 2.0)
+    assert estimate([], total=5, device="cpu", max_epochs=20) is None  # nothing timed yet
+    first_epoch = estimate([], total=5, device="cpu", max_epochs=20, running=Running(3.0, 1))
+    assert first_epoch.seconds_per_epoch == 3.0 and first_epoch.remaining_seconds > 0
+    assert format_duration(3725) == "1:02:05" and format_duration(65) == "1:05"
+
+
+def test_trials_record_their_precision_and_log_lines_carry_the_estimate(tmp_path, data_dir, capsys, monkeypatch):
+    monkeypatch.setenv("MNIST_SEARCH_PROGRESS_LINES", "1")
+    study = run_search(small_search(tmp_path, data_dir, trials=3, quiet=False, precision="bf16"))
+    assert {t.user_attrs["precision"] for t in study.trials} == {"bf16"}
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("trial")]
+    assert len(lines) == 3 and all("s/epoch" in line and "to go" in line for line in lines), lines
+    auto = run_search(small_search(tmp_path, data_dir, trials=1, storage=f"sqlite:///{tmp_path}/a.db"))
+    seed_000 = get_space("ffn").build(auto.trials[0].user_attrs["config"])
+    assert forward_flops(seed_000) < BF16_MIN_FLOPS  # too small to gain from bf16, native or not
+    assert auto.trials[0].user_attrs["precision"] == "fp32"
+
+
+def test_auto_precision_follows_the_cpu_and_the_model_size():
+    big = get_space("gap_cnn").build(get_space("gap_cnn").baselines[0])
+    assert forward_flops(big) >= BF16_MIN_FLOPS
+    native = cpu_has_native_bf16()
+    assert resolve_precision(torch.device("cpu"), "auto", big) == ("bf16" if native else "fp32")
+    assert resolve_precision(torch.device("cpu"), "fp32", big) == "fp32"
+    assert resolve_precision(torch.device("cuda"), "auto") == "bf16"
+
+
+def test_a_resumed_study_starts_with_its_estimate(tmp_path, data_dir, capsys):
+    run_search(small_search(tmp_path, data_dir, trials=3))
+    run_search(small_search(tmp_path, data_dir, trials=5, quiet=False))
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("resuming: 3 of 5 trials finished;") and "to go on cpu" in first
+
+
+def test_retrain_shows_each_epoch_and_records_its_precision(tmp_path):
+    config = get_space("ffn").baselines[0] | {"epochs": 2}
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"space": "ffn", "study": "s", "trial": 0, "config": config, "epochs": 2}))
+    result = run_cli("retrain", str(path), "--seeds", "3", "--device", "cpu", "--precision", "fp32",
+                     "--out", str(tmp_path / "out"), "--no-download", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "s-trial0 seed 3: epoch 1/2 test accuracy" in result.stderr and "s/epoch" in result.stderr
+    assert "epoch 2/2" in result.stderr
+    metrics = json.loads((tmp_path / "out" / "s-trial0-seed3.metrics.json").read_text())
+    assert metrics["precision"] == "fp32" and metrics["device"] == "cpu"
+    assert optuna.__version__ == metrics["optuna"]
