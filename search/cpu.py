@@ -10,12 +10,18 @@ probability (rounded to a multiple of 2**-16).
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 _SLICES = 4  # 16-bit slices per 64-bit word
 _LEVELS = 1 << 16
+# oneDNN keeps a compiled primitive per layer shape; a search makes new shapes every trial, and at
+# its default capacity (1024) the cache held ~600 MB more after 1,000 bf16 matmul shapes on the dev
+# CPU. 128 holds a trial's own shapes many times over (docs/benchmarks.md). Read at its first use.
+os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "128")
 # Below this many forward FLOPs per image, bf16's casts cost more than its faster matmuls
 # (dev CPU, ffn configs: 0.11 MFLOP 0.81x, 0.54 MFLOP 1.03x, 1.86 MFLOP 1.44x; docs/benchmarks.md).
 BF16_MIN_FLOPS = 1_000_000
