@@ -21,7 +21,6 @@ _HOME = {
     "load_mnist": "data",
     "resolve_data_dir": "data",
     "split_train_val": "data",
-    "TARGET": "options",
     "SearchOptions": "options",
     "open_study": "driver",
     "run_search": "driver",

@@ -140,6 +140,13 @@ def search_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--artifacts", default=str(ARTIFACTS_DIR), help="artifact folder for per-trial learning curves ('' for none)"
     )
+    p.add_argument(
+        "--target",
+        type=float,
+        help="test accuracy the study must beat, as a fraction (default: the space's own: "
+        + ", ".join(f"{name} {space.target * 100:g}%" for name, space in SPACES.items())
+        + ")",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress output; only the final table")
     _add_data_flags(p)
     return p

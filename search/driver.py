@@ -15,12 +15,12 @@ from search.algorithms import make_pruner, make_sampler
 from search.data import Split, Tensors, load_mnist, resolve_data_dir, split_train_val
 from search.errors import UserError
 from search.jobs import check_jobs, run_jobs
-from search.options import FINISHED, OBJECTIVES, TARGET, SearchOptions
+from search.options import FINISHED, OBJECTIVES, SearchOptions
 from search.storage import check_parallel_safe, open_storage, redact, storage_failures
 from search.worker import Worker
 from spaces import Budget, Space
 
-__all__ = ["FINISHED", "OBJECTIVES", "TARGET", "SearchOptions", "open_study", "run_search", "sampler_seed"]
+__all__ = ["FINISHED", "OBJECTIVES", "SearchOptions", "open_study", "run_search", "sampler_seed"]
 
 
 def run_search(options: SearchOptions) -> optuna.Study:
@@ -89,11 +89,12 @@ def open_study(options: SearchOptions, space: Space, budget: Budget, url: str) -
         )
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
-        _check_settings(study, expected, directions, url)
+        _check_settings(study, expected | ({"target": options.target} if options.target else {}), directions, url)
     else:
         for key, value in expected.items():
             study.set_user_attr(key, value)
-        study.set_user_attr("target", TARGET)
+        study.set_user_attr("target", options.target or space.target)
+        study.set_user_attr("target_reason", "--target" if options.target else space.target_reason)
         study.set_metric_names(["val_accuracy", "params"][: len(directions)])  # names in the dashboard
         for baseline in space.baselines:
             study.enqueue_trial(_clip_epochs(baseline, budget), user_attrs={"baseline": True})

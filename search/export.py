@@ -14,7 +14,7 @@ from torch import nn
 
 from search.errors import UserError
 from search.files import check_writable_dir, inside, write_text
-from search.results import ranked_trials
+from search.results import ranked_trials, study_target
 from search.train import count_params
 from spaces import get_space
 
@@ -60,6 +60,7 @@ def trial_record(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[s
         "params": count_params(model),
         "architecture": describe(model),
         "val_accuracy": trial.values[0],
+        "target": study_target(study),
         "val_accuracy_per_epoch": trial.user_attrs.get("val_accuracy_per_epoch"),
         "epochs": config["epochs"],
         "train_seed": trial.user_attrs.get("train_seed"),

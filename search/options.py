@@ -14,7 +14,6 @@ from search.storage import ARTIFACTS_DIR, MAX_HEARTBEAT_S, Heartbeat, default_st
 from search.train import PRECISIONS
 from spaces import Budget, Space, get_space
 
-TARGET = 0.994
 OBJECTIVES = ("accuracy", "params")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 MAX_SEED = 2**32 - 1  # numpy's samplers take 32-bit seeds
@@ -43,6 +42,7 @@ class SearchOptions:
     download: bool = True
     device: str = "auto"
     precision: str = "auto"  # auto: bf16 on CUDA and on CPUs with native bf16, else fp32
+    target: float | None = None  # test accuracy to beat; None: the space's own
     train_subset: int | None = None
     val_size: int = 10_000
     jobs: int = 1
@@ -77,6 +77,8 @@ class SearchOptions:
             raise UserError(f"--trials must be between 1 and {MAX_TRIALS:,}, got {self.trials}")
         if self.precision not in PRECISIONS:
             raise UserError(f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}")
+        if self.target is not None and not 0 < self.target < 1:
+            raise UserError(f"--target is a fraction of 1 (0.994 for 99.4%), got {self.target}")
         if self.jobs < 1:
             raise UserError(f"--jobs must be at least 1, got {self.jobs}")
         if not 0 <= self.seed <= MAX_SEED:

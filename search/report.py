@@ -14,8 +14,7 @@ from optuna.trial import TrialState
 
 from search.errors import UserError
 from search.files import check_writable_dir, write_text
-from search.options import TARGET
-from search.results import is_feasible, state_counts, training_effort, trials_table
+from search.results import format_target, is_feasible, state_counts, study_target, training_effort, trials_table
 from search.storage import redact
 
 N_CLASSES = 10
@@ -42,14 +41,14 @@ def pareto_frame(storage: optuna.storages.BaseStorage | str) -> pd.DataFrame:
     return frame
 
 
-def pareto_figure(frame: pd.DataFrame) -> go.Figure:
+def pareto_figure(frame: pd.DataFrame, target: float) -> go.Figure:
     fig = px.scatter(
         frame, x="params", y="val_acc", color="study", log_x=True, hover_data=["trial"],
         title="Validation accuracy against parameters, every study in the storage",
     )  # fmt: skip
     front = frame[frame.pareto]
     fig.add_trace(go.Scatter(x=front.params, y=front.val_acc, mode="lines", line_shape="hv", name="Pareto front"))
-    fig.add_hline(y=TARGET, line_dash="dot", annotation_text=f"{TARGET:.1%} target (a test-set figure)")
+    fig.add_hline(y=target, line_dash="dot", annotation_text=f"{format_target(target)} target (a test-set figure)")
     return fig
 
 
@@ -82,7 +81,7 @@ def write_report(study: optuna.Study, storage_url: str, out: Path, top: int = 10
     check_writable_dir(out.parent, "--out")
     table = trials_table(study, top)
     csv_path = write_text(out.with_suffix(".csv"), table.to_csv(index=False))
-    figures = study_figures(study) + [("Pareto view", pareto_figure(pareto_frame(study._storage)))]
+    figures = study_figures(study) + [("Pareto view", pareto_figure(pareto_frame(study._storage), study_target(study)))]
     counts = ", ".join(f"{v} {k.lower()}" for k, v in sorted(state_counts(study).items()))
     effort = training_effort(study)
     parts = [
@@ -90,10 +89,11 @@ def write_report(study: optuna.Study, storage_url: str, out: Path, top: int = 10
         f"<p>storage {html.escape(redact(storage_url))}; space {html.escape(str(study.user_attrs.get('space')))}; "
         f"trials: {html.escape(counts)}; {effort['epochs']} epochs trained in {effort['seconds']:.0f} s "
         f"({effort['pruned_seconds']:.0f} s in trials pruned later). Validation accuracy is measured on the "
-        f"split carved from the training set; the {TARGET:.1%} target is a test-set figure, measured by "
+        f"split carved from the training set; the {format_target(study_target(study))} target "
+        f"({html.escape(study.user_attrs.get('target_reason', 'the space'))}) is a test-set figure, measured by "
         "<code>mnist-search retrain</code>.</p>",
         "<h2>Top trials</h2>",
-        _table_html(table),
+        _table_html(table, study_target(study)),
     ]
     for i, (title, fig) in enumerate(figures):
         parts.append(f"<h2>{html.escape(title)}</h2>")
@@ -109,7 +109,9 @@ def write_report(study: optuna.Study, storage_url: str, out: Path, top: int = 10
     return write_text(out, page), csv_path
 
 
-def _table_html(table: pd.DataFrame) -> str:
-    target_row = pd.DataFrame([{"rank": "", "trial": "", "val_acc": TARGET, "vs_target": 0.0, "note": "99.4% target"}])
+def _table_html(table: pd.DataFrame, target: float) -> str:
+    target_row = pd.DataFrame(
+        [{"rank": "", "trial": "", "val_acc": target, "vs_target": 0.0, "note": f"{format_target(target)} target"}]
+    )
     shown = pd.concat([table, target_row], ignore_index=True).sort_values("val_acc", ascending=False, kind="stable")
     return shown.to_html(index=False, na_rep="", formatters={"val_acc": "{:.2%}".format, "vs_target": "{:+.2%}".format})

@@ -22,7 +22,7 @@ from search.data import Split, Tensors, load_mnist, resolve_data_dir, split_trai
 from search.estimate import format_duration
 from search.export import to_json, versions
 from search.files import check_writable_dir, inside, slug, write_atomic, write_text
-from search.options import TARGET
+from search.results import format_target
 from search.train import TrainSettings, count_params, predict, resolve_device, resolve_precision, train
 from spaces import get_space
 
@@ -41,6 +41,7 @@ class RetrainResult:
     seconds: float
     baseline: bool
     precision: str  # as resolved for this config on this device: fp32 or bf16
+    target: float  # the study's (from the export), else the space's
     checkpoints: list[Path] = field(default_factory=list)
 
     @property
@@ -90,7 +91,7 @@ def retrain(
     result = RetrainResult(
         name=name, space=space.name, params=0, epochs=config["epochs"], seeds=list(seeds), accuracies=[],
         evaluated_on="val" if on_search_split else "test", seconds=0.0, baseline=bool(record.get("baseline")),
-        precision="",
+        precision="", target=record.get("target") or space.target,
     )  # fmt: skip
     settings = TrainSettings.from_config(config)
     for seed in seeds:
@@ -184,14 +185,15 @@ def load_checkpoint(path: Path) -> nn.Module:
 
 def format_retrain(results: Sequence[RetrainResult]) -> str:
     lines = [
-        f"| config | params | epochs | seeds | {results[0].evaluated_on} accuracy (mean ± std) | vs {TARGET:.1%} |",
-        "| --- | --- | --- | --- | --- | --- |",
+        f"| config | params | epochs | seeds | precision | {results[0].evaluated_on} accuracy (mean ± std) "
+        "| target | vs target |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
         label = f"{r.name} (seed baseline)" if r.baseline else r.name
         lines.append(
-            f"| {label} | {r.params:,} | {r.epochs} | {len(r.seeds)} | "
-            f"{r.mean:.2%} ± {r.std:.2%} | {r.mean - TARGET:+.2%} |"
+            f"| {label} | {r.params:,} | {r.epochs} | {len(r.seeds)} | {r.precision} | "
+            f"{r.mean:.2%} ± {r.std:.2%} | {format_target(r.target)} | {r.mean - r.target:+.2%} |"
         )
     return "\n".join(lines)
 

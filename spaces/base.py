@@ -45,6 +45,8 @@ class Space:
     baselines: tuple[Config, ...]  # the seed documents' own configs; the first is trial 0
     model_keys: frozenset[str]
     max_epochs: int  # the family's cap on epochs
+    target: float  # the test accuracy a search must beat (a fraction)
+    target_reason: str  # where the target comes from: the seed document's figure, or a stated goal
     max_params: int | None = None  # the family's cap on parameters, inclusive
 
     def budget(self, max_params: int | None = None, max_epochs: int | None = None) -> Budget:

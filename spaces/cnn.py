@@ -110,4 +110,6 @@ SPACE = Space(
         | {f"{key}_{i}" for key in ("filters", "pool") for i in range(MAX_BLOCKS)}
     ),
     max_epochs=30,
+    target=0.9836,
+    target_reason="seed 002 reports 98.36% test accuracy after 30 epochs",
 )

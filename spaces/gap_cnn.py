@@ -137,5 +137,7 @@ SPACE = Space(
         | {f"stage{s}_width_{i}" for s in (1, 2) for i in range(MAX_BLOCKS)}
     ),
     max_epochs=20,
+    target=0.994,
+    target_reason="seed 004 sets 99.4% test accuracy under 20,000 parameters and 20 epochs",
     max_params=19_999,  # "under 20,000"
 )

@@ -136,3 +136,15 @@ def test_multi_objective_records_accuracy_and_params(tmp_path, data_dir):
     trial0 = study.trials[0]
     assert trial0.values[1] == 53_962
     assert trial0.user_attrs["val_accuracy_per_epoch"] == [trial0.values[0]]
+
+
+def test_the_study_records_its_target_and_target_overrides_it(tmp_path, data_dir):
+    from search.results import format_summary
+
+    study = run_search(small_search(tmp_path, data_dir, trials=1))
+    assert study.user_attrs["target"] == 0.973 and "97.3% target" in format_summary(study)
+    other = run_search(small_search(tmp_path, data_dir, trials=1, study_name="t", target=0.98))
+    assert other.user_attrs["target"] == 0.98 and other.user_attrs["target_reason"] == "--target"
+    assert "98% target (--target)" in format_summary(other)
+    with pytest.raises(UserError, match="target=0.98, not 0.99"):
+        run_search(small_search(tmp_path, data_dir, trials=2, study_name="t", target=0.99))

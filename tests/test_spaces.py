@@ -94,3 +94,12 @@ def test_unknown_space_and_unknown_keys_are_user_errors():
         get_space("resnet")
     with pytest.raises(UserError, match="unknown keys: colour"):
         get_space("ffn").check_keys(get_space("ffn").baselines[0] | {"colour": "red"})
+
+
+def test_each_family_declares_its_own_target_and_why():
+    from spaces import SPACES
+
+    targets = {name: (space.target, space.target_reason) for name, space in SPACES.items()}
+    assert targets["gap_cnn"][0] == 0.994 and "seed 004" in targets["gap_cnn"][1]
+    assert targets["ffn"][0] == 0.973 and "seed 000" in targets["ffn"][1]
+    assert all(0.9 < target < 1 and reason for target, reason in targets.values())
