@@ -27,7 +27,7 @@ from search.results import format_summary
 from search.retrain import attach_checkpoints, format_retrain, retrain
 from search.storage import ARTIFACTS_DIR, Heartbeat, artifact_store, default_storage, open_storage, redact
 from search.train import PRECISIONS
-from spaces import SPACES
+from spaces import SPACES, known_names
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -88,7 +88,11 @@ def search_parser() -> argparse.ArgumentParser:
         "export, retrain, report, dashboard (mnist-search COMMAND --help).",
         formatter_class=_HelpFormatter,
     )
-    p.add_argument("--space", required=True, help=f"model family: {', '.join(SPACES)}")
+    p.add_argument(
+        "--space",
+        required=True,
+        help=f"model family: {', '.join(known_names())}, or your own as package.module:NAME (docs/spaces.md)",
+    )
     p.add_argument(
         "--trials", type=_positive_int, default=100, help="finished trials wanted in the study, across reruns"
     )
@@ -144,7 +148,7 @@ def search_parser() -> argparse.ArgumentParser:
         "--target",
         type=float,
         help="test accuracy the study must beat, as a fraction (default: the space's own: "
-        + ", ".join(f"{name} {space.target * 100:g}%" for name, space in SPACES.items())
+        + ", ".join(f"{name} {space.target * 100:g}%%" for name, space in SPACES.items())
         + ")",
     )
     p.add_argument("--quiet", action="store_true", help="no progress output; only the final table")

@@ -18,7 +18,7 @@ from search.jobs import check_jobs, run_jobs
 from search.options import FINISHED, OBJECTIVES, SearchOptions
 from search.storage import check_parallel_safe, open_storage, redact, storage_failures
 from search.worker import Worker
-from spaces import Budget, Space
+from spaces import Budget, Space, source
 
 __all__ = ["FINISHED", "OBJECTIVES", "SearchOptions", "open_study", "run_search", "sampler_seed"]
 
@@ -72,7 +72,7 @@ def open_study(options: SearchOptions, space: Space, budget: Budget, url: str) -
     name = options.study_name or options.default_study_name()
     directions = ["maximize", "minimize"] if options.multi_objective else ["maximize"]
     expected = {
-        "space": space.name,
+        "space": options.space,  # what finds the space again: a built-in name or package.module:NAME
         **Split(options.val_size, 0, options.train_subset).as_attrs(),
         "max_params": budget.max_params,
         "max_epochs": budget.max_epochs,
@@ -93,6 +93,7 @@ def open_study(options: SearchOptions, space: Space, budget: Budget, url: str) -
     else:
         for key, value in expected.items():
             study.set_user_attr(key, value)
+        study.set_user_attr("space_source", source(options.space))
         study.set_user_attr("target", options.target or space.target)
         study.set_user_attr("target_reason", "--target" if options.target else space.target_reason)
         study.set_metric_names(["val_accuracy", "params"][: len(directions)])  # names in the dashboard

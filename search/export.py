@@ -16,7 +16,7 @@ from search.errors import UserError
 from search.files import check_writable_dir, inside, write_text
 from search.results import ranked_trials, study_target
 from search.train import count_params
-from spaces import get_space
+from spaces import get_space, source
 
 EXPORTS_DIR = Path("studies") / "exports"
 FORMAT_VERSION = 1
@@ -47,12 +47,14 @@ def describe(model: nn.Module) -> list[dict[str, Any]]:
 
 def trial_record(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
     """Everything needed to rebuild, retrain and compare one trial."""
-    space = get_space(study.user_attrs["space"])
+    spec = study.user_attrs["space"]
+    space = get_space(spec)
     config = trial.user_attrs["config"]
     model = space.build(config)
     return {
         "format": FORMAT_VERSION,
-        "space": space.name,
+        "space": spec,
+        "space_source": study.user_attrs.get("space_source") or source(spec),
         "study": study.study_name,
         "trial": trial.number,
         "baseline": bool(trial.user_attrs.get("baseline")),

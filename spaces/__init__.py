@@ -1,19 +1,22 @@
-"""One search space per model family, from the seed documents in ``shared/seeds``."""
+"""One search space per model family, from the seed documents in ``shared/seeds``, plus the spaces
+users bring: ``package.module:NAME`` or a ``mnist_search.spaces`` entry point (docs/spaces.md)."""
 
 from __future__ import annotations
 
-from search.errors import UserError
-from spaces import cnn, fcn, ffn, gap_cnn
 from spaces.base import Budget, Config, InvalidArchitecture, Space
+from spaces.registry import BUILT_IN, ENTRY_POINT_GROUP, get_space, known_names, source
 
-SPACES: dict[str, Space] = {module.SPACE.name: module.SPACE for module in (ffn, fcn, cnn, gap_cnn)}
+SPACES = BUILT_IN  # the built-in families, by name
 
-
-def get_space(name: str) -> Space:
-    try:
-        return SPACES[name]
-    except KeyError:
-        raise UserError(f"unknown space {name!r}; choose one of: {', '.join(SPACES)}") from None
-
-
-__all__ = ["SPACES", "Budget", "Config", "InvalidArchitecture", "Space", "get_space"]
+__all__ = [
+    "BUILT_IN",
+    "ENTRY_POINT_GROUP",
+    "SPACES",
+    "Budget",
+    "Config",
+    "InvalidArchitecture",
+    "Space",
+    "get_space",
+    "known_names",
+    "source",
+]

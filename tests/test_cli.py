@@ -203,3 +203,13 @@ def test_worker_arguments_reproduce_every_option():
     argv = worker_argv(options)
     assert argv[0] == "search"
     assert options_from_args(search_parser().parse_args(argv[1:])) == options
+
+
+@pytest.mark.parametrize("command", [[], ["search"], ["export"], ["retrain"], ["report"], ["dashboard"]])
+def test_every_help_page_renders_with_its_defaults(command, capsys):
+    from search.cli import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main([*command, "--help"])
+    assert stopped.value.code == 0
+    assert "usage: mnist-search" in capsys.readouterr().out

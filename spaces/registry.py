@@ -1,0 +1,66 @@
+"""Finding a space by what the user typed: a built-in family, a space another package registers
+under the ``mnist_search.spaces`` entry-point group, or ``package.module:NAME``."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from importlib.metadata import entry_points
+
+from search.errors import UserError
+from spaces import cnn, fcn, ffn, gap_cnn
+from spaces.base import Space
+
+ENTRY_POINT_GROUP = "mnist_search.spaces"
+BUILT_IN: dict[str, Space] = {module.SPACE.name: module.SPACE for module in (ffn, fcn, cnn, gap_cnn)}
+
+
+def installed() -> dict[str, str]:
+    """Spaces other packages register: name -> ``module:attr``."""
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name not in BUILT_IN}
+
+
+def known_names() -> list[str]:
+    return [*BUILT_IN, *installed()]
+
+
+def get_space(spec: str) -> Space:
+    """The space named ``spec``: built in, installed, or ``package.module:NAME`` importable from here."""
+    if spec in BUILT_IN:
+        return BUILT_IN[spec]
+    plugins = installed()
+    if spec in plugins:
+        return _load(plugins[spec], f"the {ENTRY_POINT_GROUP} entry point {spec!r}")
+    if ":" in spec:
+        return _load(spec, spec)
+    raise UserError(
+        f"unknown space {spec!r}; choose one of: {', '.join(known_names())}, or name your own as package.module:NAME"
+    )
+
+
+def source(spec: str) -> str:
+    """Where the space came from, for exports: built in, or the module and file that define it."""
+    if spec in BUILT_IN:
+        return f"built in (spaces.{spec})"
+    module_name = (installed().get(spec) or spec).split(":", 1)[0]
+    module = sys.modules.get(module_name)
+    return f"{module_name} ({getattr(module, '__file__', 'no file')})"
+
+
+def _load(target: str, label: str) -> Space:
+    module_name, _, attr = target.partition(":")
+    if os.getcwd() not in sys.path:  # as `python -m` would: a space module beside the user's work
+        sys.path.append(os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise UserError(f"cannot import the module of space {label}: {error}; check the name and PYTHONPATH") from None
+    except Exception as error:  # noqa: BLE001 - the user's module failed while importing
+        raise UserError(f"importing space {label} failed: {type(error).__name__}: {error}") from None
+    space = getattr(module, attr, None) if attr else None
+    if space is None:
+        raise UserError(f"module {module_name!r} defines no {attr or 'NAME'!r}; write the space as {module_name}:NAME")
+    if not isinstance(space, Space):
+        raise UserError(f"{label} is a {type(space).__name__}, not a spaces.base.Space; see docs/spaces.md")
+    return space
