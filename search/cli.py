@@ -151,17 +151,27 @@ def search_parser() -> argparse.ArgumentParser:
         + ", ".join(f"{name} {space.target * 100:g}%%" for name, space in SPACES.items())
         + ")",
     )
+    p.add_argument(
+        "--warm-start",
+        nargs="+",
+        default=(),
+        metavar="SOURCE",
+        help="start from known configs: STORAGE#STUDY (its best --warm-start-top) or exported .json files; "
+        "each is checked against this study's space and budget",
+    )
+    p.add_argument("--warm-start-top", type=_positive_int, default=5, help="configs taken from each study source")
     p.add_argument("--quiet", action="store_true", help="no progress output; only the final table")
     _add_data_flags(p)
     return p
 
 
 def options_from_args(args: argparse.Namespace) -> SearchOptions:
-    # Every flag is named after its SearchOptions field; three need converting.
-    passed = {f.name for f in fields(SearchOptions)} - {"objectives", "heartbeat", "artifacts"}
+    # Every flag is named after its SearchOptions field; four need converting.
+    passed = {f.name for f in fields(SearchOptions)} - {"objectives", "heartbeat", "artifacts", "warm_start"}
     return SearchOptions(
         **{name: getattr(args, name) for name in passed},
         objectives=tuple(args.objectives),
+        warm_start=tuple(args.warm_start),
         heartbeat=Heartbeat(args.heartbeat, 3 * args.heartbeat),
         artifacts=args.artifacts or None,
     )

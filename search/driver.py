@@ -17,6 +17,7 @@ from search.errors import UserError
 from search.jobs import check_jobs, run_jobs
 from search.options import FINISHED, OBJECTIVES, SearchOptions
 from search.storage import check_parallel_safe, open_storage, redact, storage_failures
+from search.warm_start import enqueue_warm_starts
 from search.worker import Worker
 from spaces import Budget, Space, source
 
@@ -55,6 +56,10 @@ def _run_search(options: SearchOptions) -> optuna.Study:
     data = _load_data(options)  # before touching storage: bad data must not leave an empty study
     with storage_failures(url):
         study = open_study(options, space, budget, url)
+        if options.warm_start and options.worker_index == 0:
+            for note in enqueue_warm_starts(study, space, budget, options.warm_start, options.warm_start_top):
+                if not options.quiet:
+                    print(note, flush=True)
         if options.jobs > 1:
             run_jobs(options, url, study)
         else:

@@ -56,7 +56,7 @@ def check_jobs(jobs: int) -> None:
 def run_jobs(options: SearchOptions, url: str, study: optuna.Study) -> None:
     threads = max(1, (os.cpu_count() or 1) // options.jobs)  # never oversubscribe the cores
     env = os.environ | {"OMP_NUM_THREADS": str(threads), "MNIST_SEARCH_THREADS": str(threads), LINES_ENV: "1"}
-    worker_options = replace(options, storage=url, study_name=study.study_name, jobs=1, mps=True)
+    worker_options = replace(options, storage=url, study_name=study.study_name, jobs=1, mps=True, warm_start=())
     use_mps = options.mps and resolve_device(options.device).type == "cuda"
     stop = StopRequest()
     with stop.handling(), mps_daemon() if use_mps else nullcontext({}) as mps_env:

@@ -43,6 +43,8 @@ class SearchOptions:
     device: str = "auto"
     precision: str = "auto"  # auto: bf16 on CUDA and on CPUs with native bf16, else fp32
     target: float | None = None  # test accuracy to beat; None: the space's own
+    warm_start: tuple[str, ...] = ()  # STORAGE#STUDY or exported .json files: their configs go first
+    warm_start_top: int = 5  # from each study source, its best this many
     train_subset: int | None = None
     val_size: int = 10_000
     jobs: int = 1
@@ -79,6 +81,8 @@ class SearchOptions:
             raise UserError(f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}")
         if self.target is not None and not 0 < self.target < 1:
             raise UserError(f"--target is a fraction of 1 (0.994 for 99.4%), got {self.target}")
+        if self.warm_start_top < 1:
+            raise UserError(f"--warm-start-top must be at least 1, got {self.warm_start_top}")
         if self.jobs < 1:
             raise UserError(f"--jobs must be at least 1, got {self.jobs}")
         if not 0 <= self.seed <= MAX_SEED:

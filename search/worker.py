@@ -150,7 +150,7 @@ class Worker:
                 warnings.filterwarnings("ignore", message="Fixed parameter .* is out of range")
             config = self.space.suggest(trial, self.budget)
         trial.set_user_attr("config", config)
-        train_seed = self.options.seed + trial.number
+        train_seed = trial.user_attrs.get("warm_start_seed", self.options.seed + trial.number)
         trial.set_user_attr("train_seed", train_seed)
         torch.manual_seed(train_seed)  # the initial weights: export + retrain reproduce them
         try:

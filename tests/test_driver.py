@@ -10,6 +10,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+import search.driver
 import search.options
 import search.worker
 from search import make_pruner, run_search
@@ -148,3 +149,29 @@ def test_the_study_records_its_target_and_target_overrides_it(tmp_path, data_dir
     assert "98% target (--target)" in format_summary(other)
     with pytest.raises(UserError, match="target=0.98, not 0.99"):
         run_search(small_search(tmp_path, data_dir, trials=2, study_name="t", target=0.99))
+
+
+def test_a_warm_started_study_reaches_its_sources_best_in_its_first_trials(tmp_path, data_dir):
+    from search.export import export
+    from search.results import ranked_trials
+
+    source = run_search(small_search(tmp_path, data_dir, trials=6, study_name="source", max_epochs=2))
+    best = ranked_trials(source)[0]
+    [exported] = export(source, top=1, out_dir=tmp_path / "out")
+    warm = small_search(
+        tmp_path, data_dir, trials=3, study_name="warm", max_epochs=2, seed=99,
+        warm_start=(f"sqlite:///{tmp_path}/s.db#source", str(exported)), warm_start_top=2,
+    )  # fmt: skip
+    study = run_search(warm)
+    started = [t for t in study.trials if "warm_start_of" in t.user_attrs]
+    assert started and min(t.number for t in started) == 1  # right after the seed baseline
+    assert started[0].user_attrs["warm_start_of"] == f"sqlite:///{tmp_path}/s.db#source trial {best.number}"
+    assert max(t.values[0] for t in started if t.values) == pytest.approx(best.values[0], abs=1e-9)
+    # A config that does not fit this study's budget is skipped with a note, not enqueued.
+    tight = small_search(tmp_path, data_dir, trials=1, study_name="tight", max_epochs=1, warm_start=(str(exported),))
+    from search.warm_start import enqueue_warm_starts
+
+    space, budget = tight.validate()
+    notes = enqueue_warm_starts(search.driver.open_study(tight, space, budget, tight.storage_url()), space, budget,
+                                tight.warm_start, 5)  # fmt: skip
+    assert len(notes) == 1 and notes[0].startswith(f"warm start: skipped {exported}") and "epochs=2" in notes[0]
