@@ -22,8 +22,8 @@ from search import SearchOptions, UserError, run_search
 from search.cli import main
 from search.files import inside, write_text
 from search.jobs import STOP_GRACE_S
+from search.recovery import process_alive
 from search.storage import open_storage, redact, repair_journal
-from search.worker import process_alive
 from spaces import get_space
 from tests.conftest import DATA_DIR, small_search
 
