@@ -107,14 +107,14 @@ def load_mnist(data_dir: Path | str, download: bool = True) -> Mnist:
                 f"{raw / name} is corrupt or truncated (MD5 {digest}, expected {md5}); "
                 "replace it with the original file"
             )
-        arrays[key] = _parse_idx(gzip.decompress(blob), raw / name)
+        arrays[key] = parse_idx(gzip.decompress(blob), raw / name)
     return Mnist(
         train=Tensors(torch.from_numpy(arrays["train_images"]), torch.from_numpy(arrays["train_labels"])),
         test=Tensors(torch.from_numpy(arrays["test_images"]), torch.from_numpy(arrays["test_labels"])),
     )
 
 
-def _parse_idx(data: bytes, path: Path) -> np.ndarray:
+def parse_idx(data: bytes, path: Path) -> np.ndarray:
     # IDX: magic 0x0000 08 <ndim>, then ndim big-endian uint32 sizes, then uint8 data.
     ndim = data[3]
     if data[:3] != b"\x00\x00\x08" or ndim not in (1, 3):

@@ -94,6 +94,7 @@ def write_report(study: optuna.Study, storage_url: str, out: Path, top: int = 10
         "<code>mnist-search retrain</code>.</p>",
         "<h2>Top trials</h2>",
         _table_html(table, study_target(study)),
+        *_model_card_links(study),
     ]
     for i, (title, fig) in enumerate(figures):
         parts.append(f"<h2>{html.escape(title)}</h2>")
@@ -107,6 +108,17 @@ def write_report(study: optuna.Study, storage_url: str, out: Path, top: int = 10
         + "</body></html>"
     )
     return write_text(out, page), csv_path
+
+
+def _model_card_links(study: optuna.Study) -> list[str]:
+    """Links to the model cards that `retrain --space/--study-name` wrote for this study."""
+    cards = sorted((k.split(":", 1)[1], v) for k, v in study.user_attrs.items() if k.startswith("model_card:"))
+    if not cards:
+        return []
+    items = "".join(
+        f"<li><a href='{html.escape(Path(path).as_uri())}'>{html.escape(name)}</a></li>" for name, path in cards
+    )
+    return [f"<h2>Model cards</h2><ul>{items}</ul>"]
 
 
 def _table_html(table: pd.DataFrame, target: float) -> str:

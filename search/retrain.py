@@ -41,8 +41,10 @@ class RetrainResult:
     seconds: float
     baseline: bool
     precision: str  # as resolved for this config on this device: fp32 or bf16
+    device: str
     target: float  # the study's (from the export), else the space's
     checkpoints: list[Path] = field(default_factory=list)
+    model_card: Path | None = None
 
     @property
     def mean(self) -> float:
@@ -86,26 +88,26 @@ def retrain(
         )
     else:
         train_set, eval_set = mnist.train, mnist.test
-    target = resolve_device(device)
-    train_set, eval_set = train_set.to(target), eval_set.to(target)  # once, for every seed
+    run_device = resolve_device(device)
+    train_set, eval_set = train_set.to(run_device), eval_set.to(run_device)  # once, for every seed
     result = RetrainResult(
         name=name, space=space.name, params=0, epochs=config["epochs"], seeds=list(seeds), accuracies=[],
         evaluated_on="val" if on_search_split else "test", seconds=0.0, baseline=bool(record.get("baseline")),
-        precision="", target=record.get("target") or space.target,
+        precision="", device=str(run_device), target=record.get("target") or space.target,
     )  # fmt: skip
     settings = TrainSettings.from_config(config)
     for seed in seeds:
         torch.manual_seed(seed)
         model = space.build(config)
         result.params = count_params(model)
-        result.precision = resolve_precision(target, precision, model)
+        result.precision = resolve_precision(run_device, precision, model)
         on_epoch = _epoch_lines(f"{name} seed {seed}", result.evaluated_on, settings.epochs) if progress else None
         run = train(
             model,
             train_set,
             eval_set,
             settings,
-            device=target,
+            device=run_device,
             seed=seed,
             precision=result.precision,
             on_epoch=on_epoch,
@@ -115,10 +117,59 @@ def retrain(
         if out_dir is not None:
             stem = inside(out_dir, name, f"seed{seed}")
             _save_artifacts(
-                stem, model, record, run.accuracies, eval_set, target, result.precision, plot=seed == seeds[0]
+                stem, model, record, run.accuracies, eval_set, run_device, result.precision, plot=seed == seeds[0]
             )
             result.checkpoints.append(Path(f"{stem}.pt"))
+    if out_dir is not None:
+        result.model_card = write_model_card(inside(out_dir, name, suffix=".model-card.md"), result, record, config)
     return result
+
+
+def write_model_card(path: Path, result: RetrainResult, record: Mapping[str, Any], config: Mapping[str, Any]) -> Path:
+    """A short Markdown card: what the model is, how well it does against its target, how to use it."""
+    first = result.checkpoints[0]
+    per_class = first.with_suffix(".report.txt").read_text()
+    accuracies = ", ".join(f"{a:.2%}" for a in result.accuracies)
+    verdict = "reaches" if result.mean >= result.target else "falls short of"
+    lines = [
+        f"# Model card: {result.name}",
+        "",
+        f"- **Family**: `{record['space']}` ({record.get('space_source', 'built in')})"
+        + (" — the seed document's own config" if result.baseline else ""),
+        f"- **Parameters**: {result.params:,}; **epochs**: {result.epochs}; trained on "
+        + ("all 60,000 training images" if result.evaluated_on == "test" else "the study's training split"),
+        f"- **{result.evaluated_on.capitalize()} accuracy**: {result.mean:.2%} ± {result.std:.2%} over seeds "
+        f"{', '.join(map(str, result.seeds))} ({accuracies}); it {verdict} the {format_target(result.target)} target",
+        f"- **Precision**: {result.precision}; **device**: {result.device}; "
+        + ", ".join(f"{k} {v}" for k, v in versions().items()),
+        "",
+        "## Config",
+        "",
+        "```json",
+        to_json(dict(config)),
+        "```",
+        "",
+        f"## Per class ({result.evaluated_on} set, seed {result.seeds[0]})",
+        "",
+        "```",
+        per_class.rstrip(),
+        "```",
+        "",
+        "## Use it",
+        "",
+        "```bash",
+        f"mnist-search predict {first} digit.png more.png         # or an IDX file, or a .npy batch; --csv",
+        f"mnist-search export-model {first} --format onnx       # or torchscript",
+        "```",
+        "",
+        "```python",
+        "from search.model import load_checkpoint",
+        f'model = load_checkpoint("{first}")   # uint8 0-255 or float 0-1, N×28×28 or N×1×28×28',
+        "probabilities = model(images)       # N×10, MNIST's normalisation inside",
+        "```",
+        "",
+    ]
+    return write_text(path, "\n".join(lines))
 
 
 def _epoch_lines(label: str, evaluated_on: str, epochs: int):  # noqa: ANN202 - an on_epoch callback
@@ -146,6 +197,8 @@ def attach_checkpoints(study: optuna.Study, result: RetrainResult, store: Any) -
     for checkpoint in result.checkpoints:
         for path in (checkpoint, checkpoint.with_suffix(".report.txt")):
             optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=study)
+    if result.model_card is not None:  # for the HTML report's links
+        study.set_user_attr(f"model_card:{result.name}", str(result.model_card.resolve()))
 
 
 def _save_artifacts(
@@ -173,14 +226,6 @@ def _save_artifacts(
     if plot:
         figure = confusion_figure(matrix, title=stem.name)
         write_text(Path(f"{stem}.confusion.html"), figure.to_html(include_plotlyjs=True))
-
-
-def load_checkpoint(path: Path) -> nn.Module:
-    """Rebuild a retrained model; ``weights_only=True`` so a checkpoint cannot run code."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    model = get_space(checkpoint["space"]).build(checkpoint["config"])
-    model.load_state_dict(checkpoint["state_dict"])
-    return model.eval()
 
 
 def format_retrain(results: Sequence[RetrainResult]) -> str:

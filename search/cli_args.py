@@ -1,0 +1,84 @@
+"""The argparse pieces every command shares: one-line usage errors with exit 2, defaults in --help,
+range-checked numbers, and the data and study flags."""
+
+from __future__ import annotations
+
+import argparse
+
+import optuna
+
+from search.data import DATA_ENV
+from search.errors import UserError
+from search.storage import default_storage, open_storage, redact
+from search.train import PRECISIONS
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show each option's default, except for switches, options without one, and helps that say it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.nargs == 0 or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but every usage error is one line with exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(f"{message} (see {self.prog} --help)")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def add_data_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", help=f"folder holding MNIST/raw/ (default: ${DATA_ENV}, else ./data)")
+    parser.add_argument("--no-download", dest="download", action="store_false", help="never try to download MNIST")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="training device")
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=PRECISIONS,
+        help="auto: bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16, AMX), else fp32",
+    )
+
+
+def command_parser(command: str, description: str) -> argparse.ArgumentParser:
+    return Parser(prog=f"mnist-search {command}", description=description, formatter_class=HelpFormatter)
+
+
+def add_study_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--storage", default=default_storage(1), help="Optuna storage URL or journal file path")
+    parser.add_argument("--study-name", help="study to read (default: the only study, or the one named after --space)")
+    parser.add_argument("--space", help="pick the study named after this space")
+
+
+def load_study(args: argparse.Namespace) -> optuna.Study:
+    storage = open_storage(args.storage)
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    name = args.study_name or args.space or (names[0] if len(names) == 1 else None)
+    if name is None:
+        raise UserError(
+            f"{redact(args.storage)} holds {len(names)} studies; pick one with --study-name: {', '.join(names)}"
+        )
+    if name not in names:
+        raise UserError(f"no study {name!r} in {redact(args.storage)}; it holds: {', '.join(names) or 'none'}")
+    return optuna.load_study(study_name=name, storage=storage)

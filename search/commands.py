@@ -1,0 +1,138 @@
+"""The commands after a search: export, retrain, report, dashboard, predict and export-model."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from search.cli_args import add_data_flags, add_study_flags, command_parser, load_study, positive_int
+from search.dashboard import serve_dashboard
+from search.export import EXPORTS_DIR, export, load_record, select_trials, trial_record
+from search.files import inside
+from search.retrain import attach_checkpoints, format_retrain, retrain
+from search.storage import ARTIFACTS_DIR, artifact_store, default_storage
+
+
+def export_command(argv: Sequence[str]) -> int:
+    p = command_parser("export", "Write the best configs of a study to JSON.")
+    add_study_flags(p)
+    p.add_argument("--top", type=positive_int, default=1, help="how many of the best trials")
+    p.add_argument("--with-baseline", action="store_true", help="also export the seed baseline trial(s)")
+    p.add_argument("--out", default=str(EXPORTS_DIR), help="output folder")
+    args = p.parse_args(argv)
+    for path in export(load_study(args), args.top, Path(args.out), args.with_baseline):
+        print(path)
+    return 0
+
+
+def retrain_command(argv: Sequence[str]) -> int:
+    p = command_parser(
+        "retrain",
+        "Train exported configs (or a study's top trials plus its seed baseline) for their own "
+        "fixed epochs, once per seed, on the full 60k training set; report test accuracy mean ± std.",
+    )
+    p.add_argument("configs", nargs="*", help="exported config JSON files")
+    add_study_flags(p)
+    p.add_argument("--top", type=positive_int, default=3, help="with a study: how many of its best trials")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds, one run each")
+    p.add_argument(
+        "--search-split",
+        action="store_true",
+        help="train on the study's search split and measure validation accuracy (reproduces a trial)",
+    )
+    p.add_argument("--out", default=str(EXPORTS_DIR), help="folder for checkpoints, metrics and reports")
+    p.add_argument(
+        "--artifacts", default=str(ARTIFACTS_DIR), help="with a study: artifact folder the checkpoints are uploaded to"
+    )
+    add_data_flags(p)
+    args = p.parse_args(argv)
+    study = None
+    if args.configs:
+        records = [load_record(Path(c)) for c in args.configs]
+    else:
+        study = load_study(args)
+        records = [trial_record(study, t) for t in select_trials(study, args.top, with_baseline=True)]
+    results = []
+    for record in records:
+        results.append(
+            retrain(
+                record,
+                args.seeds,
+                data_dir=args.data_dir,
+                download=args.download,
+                device=args.device,
+                on_search_split=args.search_split,
+                out_dir=Path(args.out),
+                precision=args.precision,
+                progress=True,
+            )
+        )
+        if study is not None:  # the dashboard then offers each trial's checkpoints; the report links the card
+            attach_checkpoints(study, results[-1], artifact_store(Path(args.artifacts)))
+    print(format_retrain(results))
+    for result in results:
+        print(f"model card: {result.model_card}")
+    return 0
+
+
+def report_command(argv: Sequence[str]) -> int:
+    p = command_parser("report", "Write a self-contained HTML report and a CSV of a study.")
+    add_study_flags(p)
+    p.add_argument("--top", type=positive_int, default=10, help="rows in the top-trials table")
+    p.add_argument("--out", help="HTML path (default: studies/exports/report-STUDY.html)")
+    args = p.parse_args(argv)
+    from search.report import write_report  # plotly only for this command
+
+    study = load_study(args)
+    out = Path(args.out) if args.out else inside(EXPORTS_DIR, "report", study.study_name, suffix=".html")
+    for path in write_report(study, args.storage, out, args.top):
+        print(path)
+    return 0
+
+
+def dashboard_command(argv: Sequence[str]) -> int:
+    p = command_parser("dashboard", "Serve optuna-dashboard on the study storage.")
+    p.add_argument("--storage", default=default_storage(1), help="Optuna storage URL or journal file path")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on; loopback unless you mean otherwise")
+    p.add_argument("--port", type=positive_int, default=8080, help="port to listen on")
+    p.add_argument("--artifacts", default=str(ARTIFACTS_DIR), help="artifact folder (learning curves, checkpoints)")
+    args = p.parse_args(argv)
+    serve_dashboard(args.storage, args.host, args.port, Path(args.artifacts))
+    return 0
+
+
+def predict_command(argv: Sequence[str]) -> int:
+    p = command_parser("predict", "Classify images with a retrained checkpoint (MODEL: a .pt from retrain).")
+    p.add_argument("model", help="checkpoint written by mnist-search retrain")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="PNG/JPEG files, IDX files (.gz or not), .npy arrays")
+    p.add_argument("--csv", action="store_true", help="print CSV: input,index,digit,probability")
+    args = p.parse_args(argv)
+    from search.model import load_checkpoint
+    from search.predict import predict_files
+
+    model = load_checkpoint(Path(args.model))
+    if args.csv:
+        print("input,index,digit,probability")
+    for row in predict_files(model, [Path(i) for i in args.inputs]):
+        if args.csv:
+            print(f"{row.source},{row.index},{row.digit},{row.probability:.6f}")
+        else:
+            where = row.source if row.index == 0 and not row.source.endswith((".npy", "ubyte", ".gz")) else (
+                f"{row.source}[{row.index}]"
+            )  # fmt: skip
+            print(f"{where}: {row.digit} ({row.probability:.2%})")
+    return 0
+
+
+def export_model_command(argv: Sequence[str]) -> int:
+    from search.export_model import FORMATS, export_model
+
+    p = command_parser(
+        "export-model", "Write a retrained checkpoint as TorchScript or ONNX, normalisation inside, probabilities out."
+    )
+    p.add_argument("checkpoint", help="checkpoint written by mnist-search retrain")
+    p.add_argument("--format", required=True, choices=list(FORMATS), help="torchscript or onnx")
+    p.add_argument("--out", help="output file (default: beside the checkpoint)")
+    args = p.parse_args(argv)
+    print(export_model(Path(args.checkpoint), args.format, Path(args.out) if args.out else None))
+    return 0
