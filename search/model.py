@@ -21,6 +21,7 @@ class Classifier(nn.Module):
     def __init__(self, network: nn.Module) -> None:
         super().__init__()
         self.network = network
+        self.mean, self.std = MEAN, STD  # attributes, so TorchScript and ONNX carry them
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.float()
@@ -28,7 +29,7 @@ class Classifier(nn.Module):
             x = x / 255.0
         if x.dim() == 3:
             x = x.unsqueeze(1)
-        logits = self.network((x - MEAN) / STD)
+        logits = self.network((x - self.mean) / self.std)
         return torch.softmax(logits.float(), dim=1)  # log-probabilities (LogSoftmax heads) give the same
 
 
