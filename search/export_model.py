@@ -8,6 +8,7 @@ takes float32 N×1×28×28 in 0-1 with any N (ONNX fixes one input type).
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from pathlib import Path
 
 import torch
@@ -34,8 +35,10 @@ def export_model(checkpoint: Path, fmt: str, out: Path | None = None) -> Path:
     out = out or checkpoint.with_name(checkpoint.name.removesuffix(".pt") + FORMATS[fmt])
     check_writable_dir(out.parent, "--out")
     if fmt == "torchscript":
-        scripted = torch.jit.script(model)
-        return write_atomic(out, lambda file: torch.jit.save(scripted, file))
+        with warnings.catch_warnings():  # asked for by name: PyTorch's deprecation notice is not news here
+            warnings.filterwarnings("ignore", category=FutureWarning, message=r"`torch\.jit")
+            scripted = torch.jit.script(model)
+            return write_atomic(out, lambda file: torch.jit.save(scripted, file))
     return write_atomic(out, lambda file: file.write(_onnx_bytes(model)))
 
 
