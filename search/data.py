@@ -90,12 +90,19 @@ def load_mnist(data_dir: Path | str, download: bool = True) -> Mnist:
             "folder that holds MNIST/raw/"
         )
     missing = [name for name, _ in FILES.values() if not (raw / name).is_file()]
+    if missing and all((data_dir / name).is_file() for name in missing):
+        # --data-dir .../MNIST/raw: the files are right here, one level too deep for torchvision's layout.
+        raise UserError(
+            f"{data_dir} holds the MNIST files itself; pass --data-dir {data_dir.parent.parent} "
+            "(the folder that holds MNIST/raw/)"
+        )
+    tried = ""
     if missing and download:
-        _download(data_dir)
+        tried = _download(data_dir)
         missing = [name for name, _ in FILES.values() if not (raw / name).is_file()]
     if missing:
         raise UserError(
-            f"MNIST files missing in {raw}: {', '.join(missing)}; put the four original files "
+            f"MNIST files missing in {raw}: {', '.join(missing)}{tried}; put the four original files "
             f"there, or point --data-dir / ${DATA_ENV} at a folder that holds MNIST/raw/"
         )
     arrays = {}
@@ -127,18 +134,20 @@ def parse_idx(data: bytes, path: Path) -> np.ndarray:
     return array.astype(np.int64) if ndim == 1 else array.copy()
 
 
-def _download(data_dir: Path) -> None:
-    """torchvision's usual download; quietly does nothing useful without a network."""
+def _download(data_dir: Path) -> str:
+    """torchvision's usual download; returns why it failed (for the "missing" error), or ""."""
     from torchvision.datasets import MNIST
 
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     try:
         MNIST(root=str(data_dir), download=True)
-    except Exception:  # noqa: BLE001 - any network failure ends in the one-line "missing" error
-        pass
+    except Exception as error:  # noqa: BLE001 - any network failure ends in the one-line "missing" error
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        return f" (a download was tried and failed: {reason[:160]})"
     finally:
         socket.setdefaulttimeout(previous)
+    return ""
 
 
 def split_train_val(train: Tensors, split: Split) -> tuple[Tensors, Tensors]:

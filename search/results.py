@@ -49,7 +49,8 @@ def trials_table(study: optuna.Study, top: int = 10) -> pd.DataFrame:
                 "note": "seed baseline" if baseline else "",
             }
         )
-    return pd.DataFrame(rows, columns=["rank", "trial", "val_acc", "vs_target", "params", "epochs", "seconds", "note"])
+    columns = ["rank", "trial", "val_acc", "vs_target", "params", "epochs", "seconds", "note"]
+    return pd.DataFrame(rows, columns=columns).astype({"params": "Int64", "epochs": "Int64"})  # no 9844.0
 
 
 def state_counts(study: optuna.Study) -> dict[str, int]:

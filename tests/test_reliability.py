@@ -453,3 +453,23 @@ def test_a_read_only_journal_is_refused_before_any_work(tmp_path):
         assert exported.wait(timeout=120) == 0, exported.stderr.read()
     finally:
         subprocess.run(["umount", "-l", str(disk)])
+
+
+def test_a_data_dir_one_level_too_deep_is_named_and_left_untouched(tmp_path, capsys):
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for f in (DATA_DIR / "MNIST" / "raw").iterdir():
+        (raw / f.name).symlink_to(f)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    err = _one_line_exit_2(["--space", "ffn", "--data-dir", str(raw)], capsys)
+    assert f"pass --data-dir {tmp_path / 'data'}" in err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # no MNIST/raw/MNIST/raw
+
+
+def test_the_report_table_keeps_whole_numbers_whole(tmp_path):
+    from search.report import write_report
+
+    study = run_search(small_search(tmp_path, DATA_DIR, trials=2))
+    _, csv_path = write_report(study, study.user_attrs["space"], tmp_path / "r.html")
+    lines = csv_path.read_text().splitlines()
+    assert ".0," not in "".join(lines) and all(len(f.split(".")[-1]) <= 6 for f in lines[1].split(",")[:4])
