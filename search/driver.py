@@ -36,8 +36,8 @@ def run_search(options: SearchOptions) -> optuna.Study:
 @contextmanager
 def _quiet_optuna() -> Iterator[None]:
     default = optuna.logging.get_verbosity() == optuna.logging.INFO
-    if default:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if default:  # ERROR: a failed trial's warning carries a traceback; the reason is recorded and printed
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

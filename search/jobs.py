@@ -78,7 +78,7 @@ def run_jobs(options: SearchOptions, url: str, study: optuna.Study) -> None:
         requeued = [
             t.number
             for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-            if str(t.user_attrs.get("retry_of", "")) != "" and _worker_pid(study, t.user_attrs["retry_of"]) in pids
+            if "retry_of" in t.user_attrs and _worker_pid(study, t.user_attrs["retry_of"]) in pids
         ]
         raise SearchInterrupted(stop.signum, requeued)
     if any(codes):
