@@ -81,7 +81,10 @@ def write_report(study: optuna.Study, storage_url: str, out: Path, top: int = 10
     check_writable_dir(out.parent, "--out")
     table = trials_table(study, top)
     csv_path = write_text(out.with_suffix(".csv"), table.to_csv(index=False))
-    figures = study_figures(study) + [("Pareto view", pareto_figure(pareto_frame(study._storage), study_target(study)))]
+    # study._storage: Optuna has no public accessor for a loaded study's storage, and the Pareto view
+    # reads every study in it.
+    pareto = pareto_figure(pareto_frame(study._storage), study_target(study))
+    figures = [*study_figures(study), ("Pareto view", pareto)]
     counts = ", ".join(f"{v} {k.lower()}" for k, v in sorted(state_counts(study).items()))
     effort = training_effort(study)
     parts = [
