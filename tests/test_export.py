@@ -12,7 +12,8 @@ import torch
 from search import SearchOptions, run_search
 from search.export import export, load_record
 from search.report import pareto_frame, write_report
-from search.retrain import load_checkpoint, retrain
+from search.model import load_checkpoint
+from search.retrain import retrain
 
 
 @pytest.fixture(scope="module")
