@@ -11,8 +11,8 @@ import torch
 
 from search import SearchOptions, run_search
 from search.export import export, load_record
-from search.report import pareto_frame, write_report
 from search.model import load_checkpoint
+from search.report import pareto_frame, write_report
 from search.retrain import retrain
 
 
