@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 from collections.abc import Mapping
@@ -59,6 +60,7 @@ def trial_record(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[s
         "trial": trial.number,
         "baseline": bool(trial.user_attrs.get("baseline")),
         "config": config,
+        "config_sha256": config_digest(config),  # retrain names an edited copy apart from the original
         "params": count_params(model),
         "architecture": describe(model),
         "val_accuracy": trial.values[0],
@@ -71,6 +73,10 @@ def trial_record(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[s
         "precision": trial.user_attrs.get("precision", "fp32" if trial.user_attrs.get("device") == "cpu" else "bf16"),
         "versions": versions(),
     }
+
+
+def config_digest(config: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
 
 
 def versions() -> dict[str, str]:

@@ -20,7 +20,7 @@ from torch import nn
 
 from search.data import Split, Tensors, load_mnist, resolve_data_dir, split_train_val
 from search.estimate import format_duration
-from search.export import to_json, versions
+from search.export import config_digest, to_json, versions
 from search.files import check_writable_dir, inside, slug, write_atomic, write_text
 from search.results import format_target
 from search.train import TrainSettings, count_params, predict, resolve_device, resolve_precision, train
@@ -78,6 +78,9 @@ def retrain(
     config = dict(record["config"])
     space.check_config(config)
     name = "-".join(slug(str(part)) for part in (record.get("study", space.name), f"trial{record.get('trial', 'x')}"))
+    digest = config_digest(config)
+    if record.get("config_sha256") not in (None, digest):  # an edited copy: never overwrite the original's files
+        name += f"-edited-{digest[:8]}"
     if out_dir is not None:
         check_writable_dir(out_dir, "--out")  # before training, not after
     mnist = load_mnist(resolve_data_dir(data_dir), download=download)

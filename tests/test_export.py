@@ -106,3 +106,16 @@ def test_retrained_checkpoints_are_attached_to_the_study_for_the_dashboard(study
     attach_checkpoints(study, result, artifact_store(tmp_path / "artifacts"))
     names = {meta.filename for meta in optuna.artifacts.get_all_artifact_meta(study)}
     assert {f"{result.name}-seed0.pt", f"{result.name}-seed0.report.txt"} <= names
+
+
+def test_retraining_an_edited_copy_never_overwrites_the_originals_files(study_dir, tmp_path):
+    (path,) = export(_study(study_dir), top=1, out_dir=tmp_path)
+    record = load_record(path)
+    original = f"ffn-e2-n1000-trial{record['trial']}"
+    edited = record | {"config": record["config"] | {"epochs": 1}}
+    kwargs = dict(device="cpu", on_search_split=True, out_dir=tmp_path / "out", download=False)
+    assert retrain(edited, [0], **kwargs).name.startswith(f"{original}-edited-")
+    assert (
+        retrain(record | {"config": record["config"] | {"epochs": 1}, "config_sha256": None}, [0], **kwargs).name
+        == original
+    )
