@@ -187,7 +187,7 @@ def test_a_trial_name_cannot_lead_retrain_outside_its_folder(tmp_path, data_dir)
     retrain(load_record(path), [0], data_dir=str(data_dir), download=False, device="cpu", out_dir=out)
     written = set(tmp_path.rglob("*")) - before
     assert written and all(out in p.parents or p == out or p in out.parents for p in written), written
-    assert len([p for p in written if p.parent == out]) == 4  # checkpoint, metrics, report, plot: nothing else
+    assert len([p for p in written if p.parent == out]) == 5  # checkpoint, metrics, report, plot, model card
     assert not list(out.glob(".*"))  # no temporary file left
 
 
