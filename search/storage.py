@@ -23,7 +23,7 @@ from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrial
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from sqlalchemy.engine import make_url
 
-from search.errors import UserError
+from search.errors import UserError, first_line
 from search.files import write_atomic
 
 STUDIES_DIR = Path("studies")
@@ -138,7 +138,7 @@ def open_storage(
                 raise UserError(f"cannot create Optuna's tables in {redact(url)}") from None
             time.sleep(random.uniform(0.2, 1.0))
         except Exception as error:  # noqa: BLE001 - SQLAlchemy raises many kinds for bad URLs
-            raise UserError(f"cannot open storage {redact(url)}: {scrub(_first_line(error), url)}") from None
+            raise UserError(f"cannot open storage {redact(url)}: {scrub(first_line(error), url)}") from None
 
 
 @contextmanager
@@ -157,7 +157,7 @@ def storage_failures(url: str) -> Iterator[None]:
         if cause is None:
             raise
         raise UserError(
-            f"the study storage {redact(url)} failed ({scrub(_first_line(cause), url)}); completed trials are "
+            f"the study storage {redact(url)} failed ({scrub(first_line(cause), url)}); completed trials are "
             "kept: free disk space or fix the storage, then rerun the same command to resume"
         ) from None
 
@@ -182,7 +182,7 @@ def _open_journal(path: Path, writable: bool) -> JournalStorage:
     except UserError:
         raise
     except Exception as error:  # noqa: BLE001 - unreadable file, bad log line, permissions
-        raise UserError(f"cannot open journal storage {path}: {_first_line(error)}") from None
+        raise UserError(f"cannot open journal storage {path}: {first_line(error)}") from None
 
 
 def repair_journal(path: Path) -> Path | None:
@@ -256,8 +256,3 @@ class _WalConnection(sqlite3.Connection):
 
 
 _SQLITE_ENGINE = {"connect_args": {"timeout": 60, "factory": _WalConnection}}
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0]

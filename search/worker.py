@@ -24,7 +24,7 @@ import torch
 from optuna.trial import TrialState
 
 from search.data import Tensors
-from search.errors import UserError
+from search.errors import UserError, first_line
 from search.interrupts import SearchInterrupted, StopRequest, signal_label
 from search.options import FINISHED, SearchOptions
 from search.progress import Progress
@@ -232,7 +232,7 @@ class Worker:
                     artifact_store=self.artifacts, file_path=str(path), study_or_trial=trial
                 )
         except Exception as error:  # noqa: BLE001 - a full or read-only artifact folder, whatever the kind
-            reason = f"{type(error).__name__}: {_first_line(error)}"
+            reason = f"{type(error).__name__}: {first_line(error)}"
             trial.set_user_attr("artifact_error", reason)
             if not self.artifact_warned:
                 self.artifact_warned = True
@@ -253,13 +253,8 @@ def _outcome(error: BaseException, signum: int | None) -> tuple[str, str, BaseEx
         reason = f"{INTERRUPTED} ({signal_label(signum or signal.SIGINT)})"
         return "FAIL", reason, TrialInterrupted(reason)
     if isinstance(error, Exception):
-        return "FAIL", f"{type(error).__name__}: {_first_line(error)}", error
+        return "FAIL", f"{type(error).__name__}: {first_line(error)}", error
     raise error  # SystemExit and the like: not a trial's outcome
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0]
 
 
 def _release_memory(device: torch.device) -> None:
