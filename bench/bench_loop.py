@@ -7,7 +7,7 @@ In one run, on one device, it trains the same config (default: seed 004's GAP CN
   3. the project's loop in N concurrent processes (what `mnist-search --jobs N` does),
 and prints seconds per epoch, trials per hour and ratios against the seed-style loop.
 
-    python bench/bench_loop.py --space gap_cnn --epochs 2 --jobs 2 4 8 --out docs/bench.json
+    python bench/bench_loop.py --space gap_cnn --epochs 2 --jobs 2 4 8 --rounds 3 --out docs/bench.json
 """
 
 from __future__ import annotations
@@ -164,6 +164,12 @@ def _data(data_dir: str | None, n_train: int) -> tuple[Tensors, Tensors]:
     return mnist.train.select(index), mnist.train.select(torch.arange(58_000, 60_000))
 
 
+def _ratio_range(seed_seconds: list[float], row_seconds: list[float]) -> list[float]:
+    """The median, lowest and highest of the per-round ratios seed loop / row."""
+    ratios = [a / b for a, b in zip(seed_seconds, row_seconds, strict=True)]
+    return [statistics.median(ratios), min(ratios), max(ratios)]
+
+
 def _cpu_model() -> str:
     try:
         lines = open("/proc/cpuinfo").read().splitlines()
@@ -177,6 +183,7 @@ def main() -> None:
     p.add_argument("--space", default="gap_cnn")
     p.add_argument("--batch-sizes", type=int, nargs="*", default=[], help="more batch sizes for the project loop")
     p.add_argument("--epochs", type=int, default=2, help="timed epochs per measurement")
+    p.add_argument("--rounds", type=int, default=1, help="interleaved repeats of every measurement")
     p.add_argument("--train-images", type=int, default=58_000)
     p.add_argument("--jobs", type=int, nargs="+", default=[4], help="concurrent processes to measure (and 1)")
     p.add_argument("--loader-workers", type=int, nargs="+", default=[1, 4])
@@ -188,20 +195,27 @@ def main() -> None:
     device = resolve_device(args.device)
     config = get_space(args.space).baselines[0] | {"space": args.space}
     data, val = _data(args.data_dir, args.train_images)
-    rows = []
-    seed_loop_seconds = {}
-    for workers in args.loader_workers:
-        s = seed_loop_seconds[workers] = seed_style_epoch_seconds(config, data, device, workers, args.epochs)
-        rows.append(
-            {"loop": f"seed-style DataLoader, batch {config['batch_size']}, {workers} workers", "s_per_epoch": s}
-        )
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     variants = CUDA_VARIANTS if device.type == "cuda" else CPU_VARIANTS if cpu_has_native_bf16() else CPU_FP32
+    seed_labels = {w: f"seed-style DataLoader, batch {config['batch_size']}, {w} workers" for w in args.loader_workers}
+    measures = {
+        label: lambda w=w: seed_style_epoch_seconds(config, data, device, w, args.epochs)
+        for w, label in seed_labels.items()
+    }
     for bs in [config["batch_size"], *args.batch_sizes]:
         for label, loop in variants.items():
-            s = project_epoch_seconds(config | {"batch_size": bs}, data, val, device, args.epochs, **loop)
-            rows.append({"loop": f"mnist-search loop, {label}, batch {bs}", "s_per_epoch": s})
+            measures[f"mnist-search loop, {label}, batch {bs}"] = lambda bs=bs, loop=loop: project_epoch_seconds(
+                config | {"batch_size": bs}, data, val, device, args.epochs, **loop
+            )
+    # Rounds interleave every measurement, so a slow spell of a shared machine hits all rows alike;
+    # each ratio is taken within a round, then the median and range over the rounds are reported.
+    rounds = {label: [] for label in measures}
+    for _ in range(args.rounds):
+        for label, measure in measures.items():
+            rounds[label].append(measure())
+    rows = [{"loop": label, "s_per_epoch": statistics.median(s), "rounds_s": s} for label, s in rounds.items()]
+    seed_loop_seconds = {w: statistics.median(rounds[label]) for w, label in seed_labels.items()}
     epochs_per_trial = config["epochs"]
     for row in rows:
         row["trials_per_hour"] = 3600 / (row["s_per_epoch"] * epochs_per_trial)
@@ -227,6 +241,10 @@ def main() -> None:
     # A ratio against each seed-style row: issue 3's targets are against the 4-worker loop.
     for row in rows:
         row["speedup_vs_seed_loop"] = {w: seed_s / row["s_per_epoch"] for w, seed_s in seed_loop_seconds.items()}
+        if "rounds_s" in row and args.rounds > 1:
+            row["speedup_range_vs_seed_loop"] = {
+                w: _ratio_range(rounds[label], row["rounds_s"]) for w, label in seed_labels.items()
+            }
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({_cpu_model()}, {os.cpu_count()} cores)"
     print(f"# {args.space} seed config, {len(data):,} training images/epoch, {name}, torch {torch.__version__}")
     ratio_headers = [f"× seed loop ({w} workers)" for w in seed_loop_seconds]
@@ -234,7 +252,13 @@ def main() -> None:
     print("|" + " --- |" * (3 + len(ratio_headers)))
     for row in rows:
         cells = [row["loop"], f"{row['s_per_epoch']:.3f}", f"{row['trials_per_hour']:.0f}"]
-        print("| " + " | ".join(cells + [f"{x:.1f}" for x in row["speedup_vs_seed_loop"].values()]) + " |")
+        ranges = row.get("speedup_range_vs_seed_loop")
+        ratios = (
+            [f"{mid:.2f} ({low:.2f}-{high:.2f})" for mid, low, high in ranges.values()]
+            if ranges
+            else [f"{x:.1f}" for x in row["speedup_vs_seed_loop"].values()]
+        )
+        print("| " + " | ".join(cells + ratios) + " |")
     if args.out:
         meta = {"device": name, "torch": torch.__version__, "date": date.today().isoformat(), "args": vars(args)}
         Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))

@@ -86,7 +86,7 @@ def test_loop_benchmark_runs_on_cpu(tmp_path):
     out = subprocess.run(
         [sys.executable, "bench/bench_loop.py", "--space", "ffn", "--epochs", "1", "--train-images", "2000",
          "--jobs", "2", "--loader-workers", "0", "--device", "cpu", "--data-dir", str(DATA_DIR),
-         "--out", str(tmp_path / "b.json")],
+         "--rounds", "2", "--out", str(tmp_path / "b.json")],
         cwd=REPO, capture_output=True, text=True, timeout=300, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
@@ -97,6 +97,12 @@ def test_loop_benchmark_runs_on_cpu(tmp_path):
     ] + [["mnist-search loop", f"{jobs} process(es) at once"] for jobs in (1, 2)]
     assert all(r["s_per_epoch"] > 0 and r["trials_per_hour"] > 0 for r in rows)
     assert [list(r["speedup_vs_seed_loop"]) for r in rows] == [["0"]] * len(rows)  # one ratio per seed-style loop
+    timed = [r for r in rows if "rounds_s" in r]  # every row but the concurrent-process ones
+    assert len(timed) == 1 + len(precisions) and all(len(r["rounds_s"]) == 2 for r in timed)
+    for r in timed:  # the median and range of the per-round ratios
+        mid, low, high = r["speedup_range_vs_seed_loop"]["0"]
+        ratios = [a / b for a, b in zip(timed[0]["rounds_s"], r["rounds_s"], strict=True)]
+        assert low <= mid <= high and [low, high] == [min(ratios), max(ratios)]
     assert "| × seed loop (0 workers) |" in out.stdout
 
 

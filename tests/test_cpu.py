@@ -29,6 +29,11 @@ def test_fast_dropout_drops_p_scales_the_rest_and_keeps_the_layout():
         assert y.max().item() == pytest.approx(1 / (1 - p), rel=1e-3)
         assert y.is_contiguous(memory_format=torch.channels_last)
         assert y.mean().item() == pytest.approx(1.0, abs=0.01)  # unbiased, as nn.Dropout
+    for dtype in (torch.bfloat16, torch.float16, torch.float64):
+        y = FastDropout(0.2).train()(x.to(dtype))
+        assert y.dtype == dtype and set(y.unique().tolist()) == {0.0, torch.tensor(1.25, dtype=dtype).item()}
+    sliced = torch.ones(64, 40)[:, ::2]  # neither contiguous nor channels-last
+    assert (FastDropout(0.5).train()(sliced) == 0).float().mean().item() == pytest.approx(0.5, abs=0.02)
     assert FastDropout(0.3).eval()(x) is x
     grad_in = x.clone().requires_grad_()
     FastDropout(0.5).train()(grad_in).sum().backward()
