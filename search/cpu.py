@@ -5,7 +5,7 @@ a GAP CNN's bf16 step that cost more than the convolutions (docs/benchmarks.md).
 takes one seed per call from PyTorch's generator (so ``torch.manual_seed`` still fixes every mask)
 and expands it with SplitMix64, a counter-based generator that is a handful of vectorised integer
 ops on all cores; each 64-bit word gives four 16-bit slices, each compared with the drop
-probability (rounded to a multiple of 2**-16).
+probability (rounded to a multiple of 2**-16). Tensors too small to gain use PyTorch's dropout.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "128")
 BF16_MIN_FLOPS = 1_000_000
 # SplitMix64's constants (Steele, Lea and Flood, 2014) as signed 64-bit integers.
 _GOLDEN, _MIX1, _MIX2 = -7046029254386353131, -4658895280553007687, -7723592293110705685
-# Below this many elements PyTorch's own dropout (one Bernoulli kernel) is faster than the dozen
-# small ops here: 30 against 37 us at 64x64, 400 against 100 us at 128x512 (dev CPU).
+# Below this many elements PyTorch's own dropout, one Bernoulli kernel, is faster than the dozen
+# small ops here (docs/benchmarks.md).
 SMALL_TENSOR = 8192
 _SAME_SIZE_INT = {
     torch.float16: torch.int16,
@@ -80,8 +80,8 @@ class FastDropout(nn.Module):
         n = x.numel()
         words = splitmix64((n + _SLICES - 1) // _SLICES, int(torch.randint(-(2**62), 2**62, ())))
         keep = words.view(torch.int16)[:n] >= self.threshold
-        # The mask is built as the integer bit pattern of 0 or 1/(1-p) in x's dtype: converting a
-        # bool tensor to a float dtype directly took twice as long as everything else here.
+        # The mask is written as the integer bit pattern of 0 or 1/(1-p) in x's dtype: converting
+        # the bool tensor to a float dtype was the slowest step of all (docs/benchmarks.md).
         bits_type = _SAME_SIZE_INT[x.dtype]
         mask = keep.to(bits_type).mul_(_bit_pattern(self.scale, x.dtype)).view(x.dtype)
         # Laid out like x (channels-last or not): the mask is i.i.d., so any order is as good.
@@ -95,7 +95,7 @@ def splitmix64(count: int, seed: int) -> torch.Tensor:
     shifted = torch.empty_like(z)
     for shift, multiplier in ((30, _MIX1), (27, _MIX2), (31, None)):
         torch.bitwise_right_shift(z, shift, out=shifted)
-        shifted.bitwise_and_((1 << (64 - shift)) - 1)  # in place: the out-of-place form was 3x slower
+        shifted.bitwise_and_((1 << (64 - shift)) - 1)  # in place: out of place, a 64-bit scalar takes a slow path
         z ^= shifted
         if multiplier is not None:
             z *= multiplier

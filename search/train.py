@@ -172,8 +172,8 @@ def train(
 
 
 def _row_gather(device: torch.device) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """How a step gathers its batch. On the CPU ``index_select`` copies whole rows, where indexing
-    took 5x as long for a batch of 64 images; the CUDA step, measured on a GPU, indexes as it did."""
+    """How a step gathers its batch. On the CPU ``index_select`` copies whole rows, several times
+    faster than indexing a small batch; the CUDA step, measured on a GPU, indexes as it did."""
     if device.type == "cpu":
         return lambda t, index: t.index_select(0, index)
     return lambda t, index: t[index]

@@ -14,7 +14,7 @@ from torch import nn
 from search import run_search
 from search.cpu import BF16_MIN_FLOPS, FastDropout, cpu_has_native_bf16, forward_flops, splitmix64, swap_dropout
 from search.estimate import PRIOR_EPOCH_FRACTION, PRIOR_TRIALS, Running, estimate, format_duration
-from search.train import resolve_precision
+from search.train import TrainSettings, _optimizer, resolve_precision
 from spaces import get_space
 from tests.conftest import run_cli, small_search
 
@@ -53,6 +53,13 @@ def test_splitmix64_matches_the_reference_and_its_slices_are_uniform():
     assert [words[i].item() for i in (0, 1, 77, 199_999)] == [reference(i, 12345) for i in (0, 1, 77, 199_999)]
     slices = words.view(torch.int16).view(-1, 4).double()
     assert slices.mean(0).abs().max() < 200 and (slices.std(0) - 65536 / 12**0.5).abs().max() < 200
+
+
+def test_cpu_optimizers_are_fused():
+    model = nn.Linear(4, 2)
+    for name in ("sgd", "adam", "adamw"):
+        optimizer = _optimizer(model, TrainSettings(epochs=1, optimizer=name), torch.device("cpu"))
+        assert optimizer.defaults["fused"] is True, name
 
 
 def test_swap_dropout_replaces_every_dropout_and_keeps_the_weights():
