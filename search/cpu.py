@@ -1,4 +1,5 @@
-"""The CPU's fast path: which CPUs run bf16 natively, and a dropout that does not wait on the RNG.
+"""The CPU's fast path: which CPUs run bf16 natively, a dropout that does not wait on the RNG, and
+the swap of both fast layers into a model.
 
 PyTorch's CPU dropout draws one Bernoulli sample per element from a single-threaded generator; in
 a GAP CNN's bf16 step that cost more than the convolutions (docs/benchmarks.md). The dropout here
@@ -17,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from search.batch_norm import FastBatchNorm2d
 
 _SLICES = 4  # 16-bit slices per 64-bit word
 _LEVELS = 1 << 16
@@ -108,11 +111,19 @@ def _bit_pattern(value: float, dtype: torch.dtype) -> int:
     return torch.tensor(value, dtype=dtype).view(_SAME_SIZE_INT[dtype]).item()
 
 
-def swap_dropout(model: nn.Module) -> nn.Module:
-    """Replace every ``nn.Dropout`` in ``model`` with a ``FastDropout`` of the same p (no weights change)."""
+def swap_cpu_modules(model: nn.Module) -> nn.Module:
+    """Replace every ``nn.Dropout`` with a ``FastDropout`` of the same p and every
+    ``nn.BatchNorm2d`` with a ``FastBatchNorm2d`` holding the same values (same state_dict keys)."""
     for name, child in model.named_children():
         if type(child) is nn.Dropout:
             setattr(model, name, FastDropout(child.p))
+        elif type(child) is nn.BatchNorm2d:
+            fast = FastBatchNorm2d(
+                child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats
+            )
+            fast.load_state_dict(child.state_dict())
+            fast.train(child.training)
+            setattr(model, name, fast)
         else:
-            swap_dropout(child)
+            swap_cpu_modules(child)
     return model

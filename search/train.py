@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from search.augment import random_affine
-from search.cpu import BF16_MIN_FLOPS, cpu_has_native_bf16, forward_flops, swap_dropout
+from search.cpu import BF16_MIN_FLOPS, cpu_has_native_bf16, forward_flops, swap_cpu_modules
 from search.data import Tensors, normalise, standardise
 from search.errors import UserError
 
@@ -230,7 +230,7 @@ def resolve_precision(device: torch.device, precision: str = "auto", model: nn.M
 def _prepare(model: nn.Module, device: torch.device, channels_last: bool = True) -> nn.Module:
     model = model.to(device)
     if device.type == "cpu":
-        swap_dropout(model)
+        swap_cpu_modules(model)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model

@@ -12,7 +12,8 @@ from optuna.trial import TrialState, create_trial
 from torch import nn
 
 from search import run_search
-from search.cpu import BF16_MIN_FLOPS, FastDropout, cpu_has_native_bf16, forward_flops, splitmix64, swap_dropout
+from search.batch_norm import FastBatchNorm2d
+from search.cpu import BF16_MIN_FLOPS, FastDropout, cpu_has_native_bf16, forward_flops, splitmix64, swap_cpu_modules
 from search.estimate import PRIOR_EPOCH_FRACTION, PRIOR_TRIALS, Running, estimate, format_duration
 from search.train import TrainSettings, _optimizer, resolve_precision
 from spaces import get_space
@@ -62,12 +63,54 @@ def test_cpu_optimizers_are_fused():
         assert optimizer.defaults["fused"] is True, name
 
 
-def test_swap_dropout_replaces_every_dropout_and_keeps_the_weights():
-    model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.25), nn.Sequential(nn.Dropout(0.1), nn.ReLU()))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fast_batch_norm_trains_as_batch_norm_and_moves_the_same_statistics(dtype):
+    # The reference is nn.BatchNorm2d in float64 on the same values: in bf16 PyTorch's own kernel
+    # rounds the bias gradient to bf16 (1-2% off), where the fast one sums in fp32.
+    torch.manual_seed(0)
+    exact = nn.BatchNorm2d(12).double()
+    nn.init.uniform_(exact.weight, 0.5, 1.5), nn.init.uniform_(exact.bias, -0.5, 0.5)
+    fast = FastBatchNorm2d(12)
+    fast.load_state_dict(exact.state_dict())
+    tolerance = {"rtol": 1e-4, "atol": 1e-4} if dtype == torch.float32 else {"rtol": 1e-2, "atol": 2e-2}
+    for _ in range(2):  # the running statistics move twice
+        x = (torch.randn(6, 12, 9, 9) * 3 + 1).to(dtype).to(memory_format=torch.channels_last)
+        grad = torch.randn(6, 12, 9, 9).to(dtype)
+        x_exact, x_fast = x.double().requires_grad_(), x.clone().requires_grad_()
+        out_exact, out_fast = exact(x_exact), fast(x_fast)
+        out_exact.backward(grad.double()), out_fast.backward(grad)
+        assert out_fast.dtype == dtype and out_fast.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(out_fast.double(), out_exact, **tolerance)
+        torch.testing.assert_close(x_fast.grad.double(), x_exact.grad, **tolerance)
+    for name in ("weight", "bias"):
+        torch.testing.assert_close(getattr(fast, name).grad.double(), getattr(exact, name).grad, rtol=1e-4, atol=1e-4)
+    for name in ("running_mean", "running_var"):
+        torch.testing.assert_close(getattr(fast, name).double(), getattr(exact, name), rtol=1e-5, atol=1e-5)
+    assert fast.num_batches_tracked.item() == exact.num_batches_tracked.item() == 2
+
+
+def test_fast_batch_norm_leaves_the_rest_to_pytorch():
+    torch.manual_seed(0)
+    reference, fast = nn.BatchNorm2d(16), FastBatchNorm2d(16)
+    x = torch.randn(4, 16, 5, 5).to(memory_format=torch.channels_last)
+    assert torch.equal(fast(x), reference(x))  # 16 channels: PyTorch's kernel vectorises them
+    odd_reference, odd_fast = nn.BatchNorm2d(12).eval(), FastBatchNorm2d(12).eval()
+    y = torch.randn(4, 12, 5, 5)
+    assert torch.equal(odd_fast(y), odd_reference(y))  # evaluation, NCHW
+
+
+def test_swap_cpu_modules_replaces_every_dropout_and_keeps_the_weights():
+    model = nn.Sequential(
+        nn.Linear(4, 4), nn.Dropout(0.25), nn.Sequential(nn.Dropout(0.1), nn.ReLU(), nn.BatchNorm2d(6, momentum=0.2))
+    )
+    model[2][2].running_mean.fill_(0.5)
+    model.eval()
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    swap_dropout(model)
+    swap_cpu_modules(model)
     kinds = [type(m) for m in model.modules()]
     assert nn.Dropout not in kinds and kinds.count(FastDropout) == 2
+    assert kinds.count(FastBatchNorm2d) == 1 and model[2][2].momentum == 0.2 and not model[2][2].training
+    assert list(model.state_dict()) == list(state)
     assert [m.p for m in model.modules() if isinstance(m, FastDropout)] == [0.25, 0.1]
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
 
