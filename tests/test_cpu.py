@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
+import os
+import subprocess
+import sys
 
 import optuna
 import pytest
@@ -12,6 +16,7 @@ from optuna.trial import TrialState, create_trial
 from torch import nn
 
 from search import run_search
+from search.allocator import USER_SETTINGS
 from search.batch_norm import FastBatchNorm2d
 from search.cpu import BF16_MIN_FLOPS, FastDropout, cpu_has_native_bf16, forward_flops, splitmix64, swap_cpu_modules
 from search.estimate import PRIOR_EPOCH_FRACTION, PRIOR_TRIALS, Running, estimate, format_duration
@@ -183,3 +188,35 @@ def test_retrain_shows_each_epoch_and_records_its_precision(tmp_path):
     metrics = json.loads((tmp_path / "out" / "s-trial0-seed3.metrics.json").read_text())
     assert metrics["precision"] == "fp32" and metrics["device"] == "cpu"
     assert optuna.__version__ == metrics["optuna"]
+
+
+_MALLOC_PROBE = """
+import ctypes, sys, torch
+from search.allocator import keep_pages_mapped
+class Mallinfo2(ctypes.Structure):
+    names = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
+    _fields_ = [(name, ctypes.c_size_t) for name in names.split()]
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = Mallinfo2
+applied = keep_pages_mapped() if sys.argv[1] == "keep" else None
+before = libc.mallinfo2().hblkhd
+block = torch.ones(30 << 20, dtype=torch.uint8)
+print(applied, (libc.mallinfo2().hblkhd - before) >> 20)
+"""
+
+
+@pytest.mark.skipif(not hasattr(ctypes.CDLL(None), "mallinfo2"), reason="needs glibc 2.33+ (mallinfo2)")
+@pytest.mark.parametrize(
+    ("mode", "env", "expected"),
+    [
+        ("default", {}, "None 30"),  # glibc's default: a fresh 30 MiB block is mmap'd
+        ("keep", {}, "True 0"),  # kept on the heap
+        ("keep", {"MALLOC_TRIM_THRESHOLD_": "131072"}, "False 30"),  # left as the user set it
+    ],
+)
+def test_keep_pages_mapped_serves_large_blocks_from_the_heap(mode, env, expected):
+    environment = {k: v for k, v in os.environ.items() if k not in USER_SETTINGS} | env
+    out = subprocess.run(
+        [sys.executable, "-c", _MALLOC_PROBE, mode], capture_output=True, text=True, env=environment, check=True
+    )
+    assert out.stdout.split()[:2] == expected.split()
