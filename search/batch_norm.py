@@ -3,10 +3,11 @@
 PyTorch's channels-last CPU kernel vectorises across channels, so with a channel count that is
 not a multiple of the vector width (most of what a search proposes: 4, 10, 14, 18, ...) it runs
 nearly element by element, and it was half of such a GAP CNN's bf16 step (docs/benchmarks.md).
-Here each image's H·W·C values form one contiguous row and the per-channel terms are tiled along
-it, so every op runs over long rows, a cache-sized block of images at a time. Statistics and
-gradients are computed in fp32 (same-dtype ops only: mixed bf16/fp32 ops took 10x longer), the
-output is in the input's dtype, and the running statistics move as ``nn.BatchNorm2d``'s do.
+Here each image's H·W·C values are viewed as one row of H·W·C "columns", each column one channel
+at one pixel, and PyTorch's own batch-norm kernels run over that view, vectorised along the long
+rows: per-column statistics, combined exactly into per-channel ones, and per-column affine maps
+with the per-channel terms tiled along the row. Statistics and gradient sums are fp32; the output
+is in the input's dtype; the running statistics move as ``nn.BatchNorm2d``'s do.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from typing import Any
 import torch
 from torch import nn
 
-CHUNK_ELEMENTS = 1 << 18  # fp32 temporaries of 1 MiB: they stay in cache
 # PyTorch's kernel is the faster at multiples of this (AVX-512's 16 fp32 lanes; docs/benchmarks.md).
 VECTOR_CHANNELS = 16
 
@@ -24,12 +24,13 @@ VECTOR_CHANNELS = 16
 class FastBatchNorm2d(nn.BatchNorm2d):
     """``nn.BatchNorm2d`` with the same parameters and buffers. Training on channels-last input
     whose channel count PyTorch's kernel cannot vectorise takes the row path; everything else
-    (evaluation, other layouts, a cumulative-average momentum) PyTorch's own."""
+    (evaluation, other layouts, a cumulative-average momentum, a batch of one) PyTorch's own."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         fast = (
             self.training
             and x.dim() == 4
+            and x.shape[0] > 1  # a column of one value has no variance
             and x.shape[1] % VECTOR_CHANNELS != 0
             and x.is_contiguous(memory_format=torch.channels_last)
             and self.affine
@@ -59,76 +60,60 @@ class _TrainingBatchNorm(torch.autograd.Function):
         n, c, h, w = x.shape
         count, tiles = n * h * w, h * w
         rows = _rows(x)
-        sums = torch.zeros(rows.shape[1])
-        for part in _parts(rows):
-            sums += part.sum(0, dtype=torch.float32)
-        mean = _channel_sums(sums, c) / count
-        mean_row = mean.repeat(tiles)
-        squares = torch.zeros_like(sums)
-        for part in _parts(rows):  # two-pass variance
-            centered = _fp32_copy(part).sub_(mean_row)
-            squares += centered.mul_(centered).sum(0)
-        var = _channel_sums(squares, c) / count  # biased, as the normalisation uses
-        invstd = torch.rsqrt(var + eps)
+        # With momentum 1 the scratch buffers become each column's mean and unbiased variance.
+        column_mean, column_var = torch.zeros(rows.shape[1]), torch.ones(rows.shape[1])
+        torch.native_batch_norm(rows, None, None, column_mean, column_var, True, 1.0, eps)
+        means = column_mean.view(tiles, c)
+        mean = means.mean(0)
+        # The law of total variance over equal-sized columns: exact, with no cancellation.
+        var = column_var.view(tiles, c).mean(0) * ((n - 1) / n) + (means - mean).square_().mean(0)
         with torch.no_grad():
             running_mean.lerp_(mean, momentum)
             running_var.lerp_(var * (count / max(count - 1, 1)), momentum)  # unbiased, as PyTorch
-        ctx.save_for_backward(x, weight, mean, invstd)
-        scale = weight * invstd
-        return _affine(x, scale, bias - mean * scale)
+        ctx.save_for_backward(x, weight, mean, var)
+        ctx.eps = eps
+        return _per_channel_affine(x, weight, bias, mean, var, eps)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x, weight, mean, invstd = ctx.saved_tensors
+        x, weight, mean, var = ctx.saved_tensors
         n, c, h, w = x.shape
         count, tiles = n * h * w, h * w
-        rows, dy = _rows(x), _rows(grad.contiguous(memory_format=torch.channels_last))
-        mean_row = mean.repeat(tiles)
-        dy_sums, dy_centered = torch.zeros(rows.shape[1]), torch.zeros(rows.shape[1])
-        for x_part, dy_part in zip(_parts(rows), _parts(dy), strict=True):
-            dy_float = _fp32_copy(dy_part)
-            dy_sums += dy_float.sum(0)
-            dy_centered += _fp32_copy(x_part).sub_(mean_row).mul_(dy_float).sum(0)
-        d_bias = _channel_sums(dy_sums, c)
-        d_weight = _channel_sums(dy_centered, c) * invstd
-        # d_x = a·(dy − mean(dy) − x_hat·mean(dy·x_hat)) with a = weight·invstd and
-        # x_hat = (x − mean)·invstd: per channel, d_x = a·dy + b·x + offset.
-        a = weight * invstd
-        b = -a * invstd * d_weight / count
-        offset = (-a * d_bias / count - b * mean).repeat(tiles)
-        a, b = a.repeat(tiles), b.repeat(tiles)
-        d_x = torch.empty_like(x, memory_format=torch.channels_last)
-        for out, x_part, dy_part in zip(_parts(_rows(d_x)), _parts(rows), _parts(dy), strict=True):
-            out.copy_(_fp32_copy(dy_part).mul_(a).add_(offset).addcmul_(x_part.float(), b))
+        dy = grad.contiguous(memory_format=torch.channels_last)
+        invstd = torch.rsqrt(var + ctx.eps)
+        # Per-column sums of dy·x_hat and dy (no d_x: PyTorch's would centre each column alone).
+        mean_row, invstd_row = mean.repeat(tiles), invstd.repeat(tiles)
+        _, column_d_weight, column_d_bias = torch.ops.aten.native_batch_norm_backward(
+            _rows(dy), _rows(x), None, None, None, mean_row, invstd_row, True, ctx.eps, [False, True, True]
+        )
+        d_weight, d_bias = column_d_weight.view(tiles, c).sum(0), column_d_bias.view(tiles, c).sum(0)
+        # d_x = weight·invstd·(dy − (d_bias + x_hat·d_weight)/count), x_hat = (x − mean)·invstd
+        centred = _per_channel_affine(x, -d_weight / count, -d_bias / count, mean, var, ctx.eps).add_(dy)
+        d_x = _per_channel_affine(centred, weight * invstd, None, None, None, 0.0)
         return d_x, d_weight, d_bias, None, None, None, None
 
 
-def _affine(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """x · scale + shift per channel, computed in fp32, returned in x's dtype and layout."""
-    tiles = x.shape[2] * x.shape[3]
-    scale, shift = scale.repeat(tiles), shift.repeat(tiles)
-    out = torch.empty_like(x, memory_format=torch.channels_last)
-    for out_part, part in zip(_parts(_rows(out)), _parts(_rows(x)), strict=True):
-        out_part.copy_(_fp32_copy(part).mul_(scale).add_(shift))
-    return out
-
-
-def _fp32_copy(t: torch.Tensor) -> torch.Tensor:
-    """A new fp32 tensor (``.float()`` of an fp32 tensor is the tensor itself: no writing to it)."""
-    return t.to(torch.float32, copy=True)
+def _per_channel_affine(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    mean: torch.Tensor | None,
+    var: torch.Tensor | None,
+    eps: float,
+) -> torch.Tensor:
+    """(x − mean)/sqrt(var + eps)·weight + bias per channel (mean 0, var 1 when None): PyTorch's
+    evaluation kernel over the row view, fp32 inside, in x's dtype, channels-last."""
+    n, c, h, w = x.shape
+    tiles = h * w
+    mean = torch.zeros(c) if mean is None else mean
+    var = torch.ones(c) if var is None else var
+    tile = None if bias is None else bias.repeat(tiles)
+    out = torch.batch_norm(
+        _rows(x), weight.repeat(tiles), tile, mean.repeat(tiles), var.repeat(tiles), False, 0.0, eps, False
+    )
+    return out.view(n, h, w, c).permute(0, 3, 1, 2)
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:
     """A channels-last N×C×H×W tensor as its N×(H·W·C) memory, without a copy."""
     return x.permute(0, 2, 3, 1).view(x.shape[0], -1)
-
-
-def _parts(rows: torch.Tensor) -> list[torch.Tensor]:
-    """Blocks of whole images of about ``CHUNK_ELEMENTS`` each."""
-    step = max(1, CHUNK_ELEMENTS // rows.shape[1])
-    return list(rows.split(step))
-
-
-def _channel_sums(row_sums: torch.Tensor, channels: int) -> torch.Tensor:
-    """Per-channel totals of a row of H·W·C sums."""
-    return row_sums.view(-1, channels).sum(0)
