@@ -82,11 +82,12 @@ class FastDropout(nn.Module):
             x = x.contiguous()
         n = x.numel()
         words = splitmix64((n + _SLICES - 1) // _SLICES, int(torch.randint(-(2**62), 2**62, ())))
-        keep = words.view(torch.int16)[:n] >= self.threshold
-        # The mask is written as the integer bit pattern of 0 or 1/(1-p) in x's dtype: converting
-        # the bool tensor to a float dtype was the slowest step of all (docs/benchmarks.md).
-        bits_type = _SAME_SIZE_INT[x.dtype]
-        mask = keep.to(bits_type).mul_(_bit_pattern(self.scale, x.dtype)).view(x.dtype)
+        # The mask is written as the integer bit pattern of 0 or 1/(1-p) in x's dtype, and compared
+        # straight into that integer type: a bool mask, converted to a float dtype or an integer
+        # one, was the slowest step of all (docs/benchmarks.md).
+        keep = torch.empty(n, dtype=_SAME_SIZE_INT[x.dtype])
+        torch.ge(words.view(torch.int16)[:n], self.threshold, out=keep)
+        mask = keep.mul_(_bit_pattern(self.scale, x.dtype)).view(x.dtype)
         # Laid out like x (channels-last or not): the mask is i.i.d., so any order is as good.
         return x * mask.as_strided(x.shape, x.stride())
 
