@@ -70,48 +70,44 @@ class _TrainingBatchNorm(torch.autograd.Function):
         with torch.no_grad():
             running_mean.lerp_(mean, momentum)
             running_var.lerp_(var * (count / max(count - 1, 1)), momentum)  # unbiased, as PyTorch
-        ctx.save_for_backward(x, weight, mean, var)
-        ctx.eps = eps
-        return _per_channel_affine(x, weight, bias, mean, var, eps)
+        invstd = torch.rsqrt(var + eps)
+        ctx.save_for_backward(x, weight, mean, invstd)
+        scale = weight * invstd
+        return _per_channel_affine(x, scale, bias - mean * scale)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x, weight, mean, var = ctx.saved_tensors
+        x, weight, mean, invstd = ctx.saved_tensors
         n, c, h, w = x.shape
         count, tiles = n * h * w, h * w
         dy = grad.contiguous(memory_format=torch.channels_last)
-        invstd = torch.rsqrt(var + ctx.eps)
         # Per-column sums of dy·x_hat and dy (no d_x: PyTorch's would centre each column alone).
-        mean_row, invstd_row = mean.repeat(tiles), invstd.repeat(tiles)
         _, column_d_weight, column_d_bias = torch.ops.aten.native_batch_norm_backward(
-            _rows(dy), _rows(x), None, None, None, mean_row, invstd_row, True, ctx.eps, [False, True, True]
-        )
+            _rows(dy), _rows(x), None, None, None, _tile(mean, tiles), _tile(invstd, tiles), True, 0.0,
+            [False, True, True],
+        )  # fmt: skip
         d_weight, d_bias = column_d_weight.view(tiles, c).sum(0), column_d_bias.view(tiles, c).sum(0)
         # d_x = weight·invstd·(dy − (d_bias + x_hat·d_weight)/count), x_hat = (x − mean)·invstd
-        centred = _per_channel_affine(x, -d_weight / count, -d_bias / count, mean, var, ctx.eps).add_(dy)
-        d_x = _per_channel_affine(centred, weight * invstd, None, None, None, 0.0)
-        return d_x, d_weight, d_bias, None, None, None, None
+        slope = -invstd * d_weight / count
+        centred = _per_channel_affine(x, slope, -d_bias / count - mean * slope).add_(dy)
+        return _per_channel_affine(centred, weight * invstd), d_weight, d_bias, None, None, None, None
 
 
-def _per_channel_affine(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    mean: torch.Tensor | None,
-    var: torch.Tensor | None,
-    eps: float,
-) -> torch.Tensor:
-    """(x − mean)/sqrt(var + eps)·weight + bias per channel (mean 0, var 1 when None): PyTorch's
-    evaluation kernel over the row view, fp32 inside, in x's dtype, channels-last."""
+def _per_channel_affine(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor | None = None) -> torch.Tensor:
+    """x·scale + shift per channel: PyTorch's evaluation kernel (mean 0, variance 1, eps 0) over
+    the row view, fp32 inside, returned in x's dtype and channels-last."""
     n, c, h, w = x.shape
-    tiles = h * w
-    mean = torch.zeros(c) if mean is None else mean
-    var = torch.ones(c) if var is None else var
-    tile = None if bias is None else bias.repeat(tiles)
-    out = torch.batch_norm(
-        _rows(x), weight.repeat(tiles), tile, mean.repeat(tiles), var.repeat(tiles), False, 0.0, eps, False
-    )
-    return out.view(n, h, w, c).permute(0, 3, 1, 2)
+    tiles, length = h * w, h * w * c
+    rows = torch.batch_norm(
+        _rows(x), _tile(scale, tiles), None if shift is None else _tile(shift, tiles), torch.zeros(length),
+        torch.ones(length), False, 0.0, 0.0, False,
+    )  # fmt: skip
+    return rows.view(n, h, w, c).permute(0, 3, 1, 2)
+
+
+def _tile(per_channel: torch.Tensor, tiles: int) -> torch.Tensor:
+    """A per-channel vector repeated along a row of ``tiles`` pixels."""
+    return per_channel.expand(tiles, -1).reshape(-1)
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:
