@@ -18,7 +18,8 @@ from torch import nn
 from search import run_search
 from search.allocator import USER_SETTINGS
 from search.batch_norm import FastBatchNorm2d
-from search.cpu import BF16_MIN_FLOPS, FastDropout, cpu_has_native_bf16, forward_flops, splitmix64, swap_cpu_modules
+from search.cpu import BF16_MIN_FLOPS, cpu_has_native_bf16, forward_flops, swap_cpu_modules
+from search.dropout import FastDropout, dropped_positions, splitmix64
 from search.estimate import PRIOR_EPOCH_FRACTION, PRIOR_TRIALS, Running, estimate, format_duration
 from search.train import TrainSettings, _optimizer, resolve_precision
 from spaces import get_space
@@ -41,12 +42,34 @@ def test_fast_dropout_drops_p_scales_the_rest_and_keeps_the_layout():
     sliced = torch.ones(64, 40)[:, ::2]  # neither contiguous nor channels-last
     assert (FastDropout(0.5).train()(sliced) == 0).float().mean().item() == pytest.approx(0.5, abs=0.02)
     assert FastDropout(0.3).eval()(x) is x
+    # The gradient takes the same mask, also when it arrives in another layout than x's.
     grad_in = x.clone().requires_grad_()
-    FastDropout(0.5).train()(grad_in).sum().backward()
-    assert set(grad_in.grad.unique().tolist()) == {0.0, 2.0}
+    y = FastDropout(0.5).train()(grad_in)
+    upstream = torch.rand(256, 8, 13, 13)  # contiguous, where x is channels-last
+    (y * upstream).sum().backward()
+    torch.testing.assert_close(grad_in.grad, torch.where(y == 0, 0.0, 2 * upstream))
 
 
-def test_splitmix64_matches_the_reference_and_its_slices_are_uniform():
+def test_dropped_positions_are_a_bernoulli_process():
+    n, p = 1_000_000, 0.1
+    positions = dropped_positions(n, p, seed=7)
+    gaps = positions.diff()
+    assert positions[0] >= 0 and positions[-1] < n and (gaps > 0).all()
+    assert abs(len(positions) - n * p) < 5 * (n * p * (1 - p)) ** 0.5
+    # Between drops: geometric, so the next element is dropped with probability p, whatever came before.
+    assert gaps.double().mean().item() == pytest.approx(1 / p, rel=0.01)
+    assert (gaps == 1).double().mean().item() == pytest.approx(p, abs=0.005)
+    counts = torch.bincount(positions // (n // 10), minlength=10).double()
+    assert ((counts - n * p / 10).abs() < 5 * (n * p / 10) ** 0.5).all()
+    assert not torch.equal(positions[:100], dropped_positions(n, p, seed=8)[:100])
+
+
+def test_dropped_positions_continue_the_same_stream_when_more_draws_are_needed():
+    assert torch.equal(dropped_positions(50_000, 0.2, seed=3, draws=64), dropped_positions(50_000, 0.2, seed=3))
+    assert len(dropped_positions(100, 0.999, seed=1)) >= 95
+
+
+def test_splitmix64_matches_the_reference_and_its_halves_are_uniform():
     def reference(i: int, seed: int) -> int:
         m = (1 << 64) - 1
         z = (seed + i * 0x9E3779B97F4A7C15) & m
@@ -57,8 +80,9 @@ def test_splitmix64_matches_the_reference_and_its_slices_are_uniform():
 
     words = splitmix64(200_000, 12345)
     assert [words[i].item() for i in (0, 1, 77, 199_999)] == [reference(i, 12345) for i in (0, 1, 77, 199_999)]
-    slices = words.view(torch.int16).view(-1, 4).double()
-    assert slices.mean(0).abs().max() < 200 and (slices.std(0) - 65536 / 12**0.5).abs().max() < 200
+    halves = words.view(torch.int32).view(-1, 2).double()
+    assert halves.mean(0).abs().max() < 2**32 / 200 and (halves.std(0) / (2**32 / 12**0.5) - 1).abs().max() < 0.01
+    assert torch.equal(splitmix64(10, 12345, first=5), words[5:15])
 
 
 def test_cpu_optimizers_are_fused():
