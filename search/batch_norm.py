@@ -17,14 +17,17 @@ from typing import Any
 import torch
 from torch import nn
 
-# PyTorch's kernel is the faster at multiples of this (AVX-512's 16 fp32 lanes; docs/benchmarks.md).
+# PyTorch's kernel is the faster at multiples of this (AVX-512's 16 fp32 lanes), and below this many
+# elements, where the row path's few dozen small ops cost more than it saves (docs/benchmarks.md).
 VECTOR_CHANNELS = 16
+SMALL_TENSOR = 1 << 16
 
 
 class FastBatchNorm2d(nn.BatchNorm2d):
-    """``nn.BatchNorm2d`` with the same parameters and buffers. Training on channels-last input
-    whose channel count PyTorch's kernel cannot vectorise takes the row path; everything else
-    (evaluation, other layouts, a cumulative-average momentum, a batch of one) PyTorch's own."""
+    """``nn.BatchNorm2d`` with the same parameters and buffers. Training on large channels-last
+    input whose channel count PyTorch's kernel cannot vectorise takes the row path; everything
+    else (evaluation, small tensors, other layouts, a cumulative-average momentum, a batch of one)
+    PyTorch's own."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         fast = (
@@ -32,6 +35,7 @@ class FastBatchNorm2d(nn.BatchNorm2d):
             and x.dim() == 4
             and x.shape[0] > 1  # a column of one value has no variance
             and x.shape[1] % VECTOR_CHANNELS != 0
+            and x.numel() >= SMALL_TENSOR
             and x.is_contiguous(memory_format=torch.channels_last)
             and self.affine
             and self.track_running_stats

@@ -23,7 +23,7 @@ from torch import nn
 _GOLDEN, _MIX1, _MIX2 = -7046029254386353131, -4658895280553007687, -7723592293110705685
 # Below this many elements PyTorch's own dropout, one Bernoulli kernel, is faster than the dozen
 # small ops here (docs/benchmarks.md).
-SMALL_TENSOR = 8192
+SMALL_TENSOR = 1 << 14
 # Draws made up front, in standard deviations of the drop count above its mean: more are drawn
 # (the same stream, continued) in the rare call that needs them.
 _SPARE_SIGMAS = 6

@@ -39,7 +39,7 @@ def test_fast_dropout_drops_p_scales_the_rest_and_keeps_the_layout():
     for dtype in (torch.bfloat16, torch.float16, torch.float64):
         y = FastDropout(0.2).train()(x.to(dtype))
         assert y.dtype == dtype and set(y.unique().tolist()) == {0.0, torch.tensor(1.25, dtype=dtype).item()}
-    sliced = torch.ones(64, 40)[:, ::2]  # neither contiguous nor channels-last
+    sliced = torch.ones(512, 80)[:, ::2]  # neither contiguous nor channels-last
     assert (FastDropout(0.5).train()(sliced) == 0).float().mean().item() == pytest.approx(0.5, abs=0.02)
     assert FastDropout(0.3).eval()(x) is x
     # The gradient takes the same mask, also when it arrives in another layout than x's.
@@ -103,10 +103,11 @@ def test_fast_batch_norm_trains_as_batch_norm_and_moves_the_same_statistics(dtyp
     fast.load_state_dict(exact.state_dict())
     tolerance = {"rtol": 1e-4, "atol": 1e-4} if dtype == torch.float32 else {"rtol": 1e-2, "atol": 2e-2}
     for _ in range(2):  # the running statistics move twice
-        x = (torch.randn(6, 12, 9, 9) * 3 + 1).to(dtype).to(memory_format=torch.channels_last)
-        grad = torch.randn(6, 12, 9, 9).to(dtype)
+        x = (torch.randn(16, 12, 19, 19) * 3 + 1).to(dtype).to(memory_format=torch.channels_last)
+        grad = torch.randn(16, 12, 19, 19).to(dtype)
         x_exact, x_fast = x.double().requires_grad_(), x.clone().requires_grad_()
         out_exact, out_fast = exact(x_exact), fast(x_fast)
+        assert type(out_fast.grad_fn).__name__ == "_TrainingBatchNormBackward"  # the row path, not PyTorch's
         out_exact.backward(grad.double()), out_fast.backward(grad)
         assert out_fast.dtype == dtype and out_fast.is_contiguous(memory_format=torch.channels_last)
         torch.testing.assert_close(out_fast.double(), out_exact, **tolerance)
@@ -126,6 +127,8 @@ def test_fast_batch_norm_leaves_the_rest_to_pytorch():
     odd_reference, odd_fast = nn.BatchNorm2d(12).eval(), FastBatchNorm2d(12).eval()
     y = torch.randn(4, 12, 5, 5)
     assert torch.equal(odd_fast(y), odd_reference(y))  # evaluation, NCHW
+    small = torch.randn(4, 12, 5, 5).to(memory_format=torch.channels_last).requires_grad_()
+    assert torch.equal(odd_fast.train()(small), odd_reference.train()(small))  # too small to gain
 
 
 def test_swap_cpu_modules_replaces_every_dropout_and_keeps_the_weights():
