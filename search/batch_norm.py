@@ -69,7 +69,7 @@ class _TrainingBatchNorm(torch.autograd.Function):
         torch.native_batch_norm(rows, None, None, column_mean, column_var, True, 1.0, eps)
         means = column_mean.view(tiles, c)
         mean = means.mean(0)
-        # The law of total variance over equal-sized columns: exact, with no cancellation.
+        # The law of total variance over equal-sized columns: exact, with no E[x²] − mean² to cancel.
         var = column_var.view(tiles, c).mean(0) * ((n - 1) / n) + (means - mean).square_().mean(0)
         with torch.no_grad():
             running_mean.lerp_(mean, momentum)
