@@ -53,7 +53,9 @@ class _DropAt(torch.autograd.Function):
     """x·scale with the elements at ``positions`` (of x's memory, in order) set to zero."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, positions: torch.Tensor, scale: float, layout: torch.memory_format) -> Any:
+    def forward(
+        ctx: Any, x: torch.Tensor, positions: torch.Tensor, scale: float, layout: torch.memory_format
+    ) -> torch.Tensor:
         ctx.save_for_backward(positions)
         ctx.scale, ctx.layout = scale, layout
         return _scale_and_zero(x, positions, scale, layout)
@@ -64,7 +66,9 @@ class _DropAt(torch.autograd.Function):
         return _scale_and_zero(grad, positions, ctx.scale, ctx.layout), None, None, None
 
 
-def _scale_and_zero(x: torch.Tensor, positions: torch.Tensor, scale: float, layout: torch.memory_format) -> Any:
+def _scale_and_zero(
+    x: torch.Tensor, positions: torch.Tensor, scale: float, layout: torch.memory_format
+) -> torch.Tensor:
     out = torch.empty_like(x, memory_format=layout)
     torch.mul(x, scale, out=out)
     out.as_strided((out.numel(),), (1,)).index_fill_(0, positions, 0)
