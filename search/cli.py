@@ -27,13 +27,12 @@ from search.commands import (
 )
 from search.driver import OBJECTIVES, SearchOptions, run_search
 from search.errors import UserError
-from search.interrupts import SearchInterrupted
+from search.interrupts import SearchInterrupted, signal_label, signal_number, terminate_as_interrupt
 from search.results import format_summary
 from search.storage import ARTIFACTS_DIR, Heartbeat
 from spaces import SPACES, known_names
 
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 
 
 def search_parser() -> argparse.ArgumentParser:
@@ -140,9 +139,12 @@ def _search(argv: Sequence[str]) -> int:
         if options.worker_index == 0:  # a --jobs parent speaks for its workers
             print(f"\n{stopped.message()}", file=sys.stderr)
         return stopped.exit_status
-    except KeyboardInterrupt:  # before the first trial: loading data or opening the study
-        print("\ninterrupted before any trial started; nothing was changed", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as stop:  # before the first trial: checking the options or loading data
+        signum = signal_number(stop)
+        print(
+            f"\ninterrupted ({signal_label(signum)}) before the study was opened; nothing was changed", file=sys.stderr
+        )
+        return 128 + signum
     if options.worker_index == 0:  # workers of --jobs leave the table to their parent
         print(format_summary(study))
     return 0
@@ -187,7 +189,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] in COMMANDS:
         argv = argv[1:]
     try:
-        return COMMANDS[command](argv)
+        with terminate_as_interrupt():
+            return COMMANDS[command](argv)
+    except KeyboardInterrupt as stop:  # any other command: its temporary files are gone, no file half-written
+        signum = signal_number(stop)
+        print(
+            f"\nmnist-search {command}: interrupted ({signal_label(signum)}); every file it wrote is whole "
+            "(temporary ones removed): run it again to finish",
+            file=sys.stderr,
+        )
+        return 128 + signum
     except UserError as error:
         print(f"mnist-search: error: {error}", file=sys.stderr)
         return EXIT_USAGE

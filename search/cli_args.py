@@ -4,13 +4,17 @@ range-checked numbers, and the data and study flags."""
 from __future__ import annotations
 
 import argparse
+import math
 
 import optuna
 
 from search.data import DATA_ENV
 from search.errors import UserError
-from search.storage import default_storage, open_storage, redact
+from search.redact import redact
+from search.storage import default_storage, open_storage
 from search.train import PRECISIONS
+
+MAX_PORT = 65535
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -44,8 +48,15 @@ def positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive, finite number, got {text}")
+    return value
+
+
+def port(text: str) -> int:
+    value = positive_int(text)
+    if value > MAX_PORT:
+        raise argparse.ArgumentTypeError(f"ports run from 1 to {MAX_PORT}, got {value}")
     return value
 
 

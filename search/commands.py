@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from search.cli_args import add_data_flags, add_study_flags, command_parser, load_study, positive_int
+from search.cli_args import add_data_flags, add_study_flags, command_parser, load_study, port, positive_int
 from search.dashboard import serve_dashboard
 from search.export import EXPORTS_DIR, export, load_record, select_trials, trial_record
 from search.files import inside
@@ -94,7 +94,7 @@ def dashboard_command(argv: Sequence[str]) -> int:
     p = command_parser("dashboard", "Serve optuna-dashboard on the study storage.")
     p.add_argument("--storage", default=default_storage(1), help="Optuna storage URL or journal file path")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on; loopback unless you mean otherwise")
-    p.add_argument("--port", type=positive_int, default=8080, help="port to listen on")
+    p.add_argument("--port", type=port, default=8080, help="port to listen on")
     p.add_argument("--artifacts", default=str(ARTIFACTS_DIR), help="artifact folder (learning curves, checkpoints)")
     args = p.parse_args(argv)
     serve_dashboard(args.storage, args.host, args.port, Path(args.artifacts))

@@ -9,7 +9,8 @@ from pathlib import Path
 import optuna
 
 from search.errors import UserError
-from search.storage import artifact_store, open_storage, redact
+from search.redact import redact
+from search.storage import artifact_store, open_storage
 
 
 def check_port_free(host: str, port: int) -> None:

@@ -14,9 +14,11 @@ import optuna
 from search.algorithms import make_pruner, make_sampler
 from search.data import Split, Tensors, load_mnist, resolve_data_dir, split_train_val
 from search.errors import UserError
+from search.interrupts import SearchInterrupted, StopRequest
 from search.jobs import check_jobs, run_jobs
 from search.options import FINISHED, OBJECTIVES, SearchOptions
-from search.storage import check_parallel_safe, open_storage, redact, storage_failures
+from search.redact import redact
+from search.storage import check_parallel_safe, kind_of, open_storage, storage_failures
 from search.warm_start import enqueue_warm_starts
 from search.worker import Worker
 from spaces import Budget, Space, source
@@ -55,11 +57,14 @@ def _run_search(options: SearchOptions) -> optuna.Study:
         check_jobs(options.jobs)
     data = _load_data(options)  # before touching storage: bad data must not leave an empty study
     with storage_failures(url):
-        study = open_study(options, space, budget, url)
-        if options.warm_start and options.worker_index == 0:
-            for note in enqueue_warm_starts(study, space, budget, options.warm_start, options.warm_start_top):
-                if not options.quiet:
-                    print(note, flush=True)
+        with StopRequest().handling() as stop:  # a signal waits until the study and its queue are whole
+            study = open_study(options, space, budget, url)
+            if options.warm_start and options.worker_index == 0:
+                for note in enqueue_warm_starts(study, space, budget, options.warm_start, options.warm_start_top):
+                    if not options.quiet:
+                        print(note, flush=True)
+        if stop.signum is not None:
+            raise SearchInterrupted(stop.signum, [])
         if options.jobs > 1:
             run_jobs(options, url, study)
         else:
@@ -70,8 +75,11 @@ def _run_search(options: SearchOptions) -> optuna.Study:
 def open_study(options: SearchOptions, space: Space, budget: Budget, url: str) -> optuna.Study:
     """Create the study, or load it and check it was made for the same space, split and budget.
 
-    Creation is atomic in the storage, so of many workers starting together exactly one creates
-    the study, records its settings and enqueues the seed baseline; the others wait for them.
+    Optuna creates a study in one write and records its settings in later ones, so a run killed in
+    between leaves a study without them. Settings are written first and the marker ``created_by``
+    last: a study without the marker is finished by whoever opens it next (after giving a creator
+    that may still be at work a moment), so an interrupted creation never makes a name unusable.
+    Signals wait until creation is over: it is never left half-done by Ctrl-C.
     """
     storage = open_storage(url, options.heartbeat, writable=True)
     name = options.study_name or options.default_study_name()
@@ -83,6 +91,8 @@ def open_study(options: SearchOptions, space: Space, budget: Budget, url: str) -
         "max_epochs": budget.max_epochs,
         "objectives": list(options.objectives),
     }
+    if options.target:
+        expected["target"] = options.target
     sampler = make_sampler(options.sampler, options.seed)  # reseeded below, once the study is known
     # Optuna cannot prune multi-objective studies.
     pruner = make_pruner(
@@ -94,44 +104,78 @@ def open_study(options: SearchOptions, space: Space, budget: Budget, url: str) -
         )
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
-        _check_settings(study, expected | ({"target": options.target} if options.target else {}), directions, url)
+        if CREATED_BY not in study.user_attrs and _creator_may_be_at_work(options, url):
+            _wait_for_creator(study)
+        if CREATED_BY not in study.user_attrs:
+            _refuse_foreign(study, url)
+            if not options.quiet:
+                print(f"note: study {name!r} was left half-made by an interrupted run; finishing it", flush=True)
+            _check_settings(study, expected, directions, url)
+            _record_settings(study, space, options, expected, budget)
+        else:
+            _check_settings(study, expected, directions, url)
     else:
-        for key, value in expected.items():
-            study.set_user_attr(key, value)
-        study.set_user_attr("space_source", source(options.space))
-        study.set_user_attr("target", options.target or space.target)
-        study.set_user_attr("target_reason", "--target" if options.target else space.target_reason)
-        study.set_metric_names(["val_accuracy", "params"][: len(directions)])  # names in the dashboard
-        for baseline in space.baselines:
-            study.enqueue_trial(_clip_epochs(baseline, budget), user_attrs={"baseline": True})
+        _record_settings(study, space, options, expected, budget)
     study.sampler = make_sampler(options.sampler, sampler_seed(options, study))
     return study
 
 
+CREATED_BY = "created_by"  # written last: a study without it was not finished
+CREATOR_PATIENCE_S = 10.0
+
+
+def _record_settings(study: optuna.Study, space: Space, options: SearchOptions, expected: dict, budget: Budget) -> None:
+    """Every setting, then the seed baseline(s), then the marker; a rerun repeats what is missing."""
+    recorded = study.user_attrs
+    settings = expected | {
+        "space_source": source(options.space),
+        "target": options.target or space.target,
+        "target_reason": "--target" if options.target else space.target_reason,
+    }
+    for key, value in settings.items():
+        if key not in recorded:
+            study.set_user_attr(key, value)
+    study.set_metric_names(["val_accuracy", "params"][: len(study.directions)])  # names in the dashboard
+    if not any(t.user_attrs.get("baseline") for t in study.get_trials(deepcopy=False)):
+        for baseline in space.baselines:
+            study.enqueue_trial(_clip_epochs(baseline, budget), user_attrs={"baseline": True})
+    study.set_user_attr(CREATED_BY, "mnist-search")
+
+
+def _creator_may_be_at_work(options: SearchOptions, url: str) -> bool:
+    """Only where another process can be creating the same study right now: a server storage, or a
+    --jobs worker (its parent creates the study before starting it, so it should find it whole)."""
+    return options.worker_index > 0 or kind_of(url) == "rdb"
+
+
+def _wait_for_creator(study: optuna.Study) -> None:
+    deadline = time.monotonic() + CREATOR_PATIENCE_S
+    while CREATED_BY not in study.user_attrs and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def _refuse_foreign(study: optuna.Study, url: str) -> None:
+    if "space" not in study.user_attrs and study.get_trials(deepcopy=False):
+        raise UserError(
+            f"study {study.study_name!r} in {redact(url)} was not made by mnist-search; use another --study-name"
+        )
+
+
 def _check_settings(study: optuna.Study, expected: dict, directions: list[str], url: str) -> None:
+    """The settings the study recorded (those it has) agree with this run's."""
     name = study.study_name
-    recorded = _wait_for_settings(study)
+    recorded = study.user_attrs
     if [d.name.lower() for d in study.directions] != directions:
         raise UserError(
             f"study {name!r} in {redact(url)} optimises {len(study.directions)} objective(s), not "
             f"{len(directions)}; use the original --objectives or another --study-name"
         )
     for key, value in expected.items():
-        if recorded.get(key) != value:
+        if key in recorded and recorded[key] != value:
             raise UserError(
                 f"study {name!r} was created with {key}={recorded.get(key)!r}, not {value!r}; "
                 "use the original flags or another --study-name"
             )
-
-
-def _wait_for_settings(study: optuna.Study, patience_s: float = 30.0) -> dict:
-    """The creator records the settings right after creating the study; give it a moment."""
-    deadline = time.monotonic() + patience_s
-    while "objectives" not in (recorded := study.user_attrs) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    if "space" not in recorded:
-        raise UserError(f"study {study.study_name!r} was not made by mnist-search; use another --study-name")
-    return recorded
 
 
 def _clip_epochs(config: dict, budget: Budget) -> dict:

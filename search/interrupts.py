@@ -35,6 +35,34 @@ class SearchInterrupted(KeyboardInterrupt):
         return f"interrupted ({signal_label(self.signum)}): {what}; run the same command again to resume"
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that every command unwinds the same way."""
+
+    signum = signal.SIGTERM
+
+
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """For the duration, SIGTERM raises ``Terminated`` (main thread only), so temporary files are removed
+    on the way out and the command can say in one line that it stopped."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _raise(_signum: int, _frame: FrameType | None) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def signal_number(stop: KeyboardInterrupt) -> int:
+    return int(getattr(stop, "signum", signal.SIGINT))
+
+
 def signal_label(signum: int) -> str:
     return "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
 

@@ -3,6 +3,7 @@ their checks, all made before any data loads or storage opens."""
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -106,8 +107,8 @@ class SearchOptions:
             raise UserError("--objectives must be 'accuracy' or 'accuracy params'")
         if self.multi_objective and self.sampler == "cmaes":
             raise UserError("the cmaes sampler cannot search several objectives; use tpe, random or gp")
-        if self.timeout is not None and self.timeout <= 0:
-            raise UserError(f"--timeout must be positive, got {self.timeout}")
+        if self.timeout is not None and not (math.isfinite(self.timeout) and self.timeout > 0):
+            raise UserError(f"--timeout must be a positive number of seconds, got {self.timeout}")
         space = get_space(self.space)
         budget = space.budget(self.max_params, self.max_epochs)
         if self.pruner == "median" and (self.prune_from_epoch or 0) > budget.max_epochs:

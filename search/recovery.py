@@ -3,11 +3,12 @@ whose worker died. Both go back in the queue with their params and their baselin
 
 from __future__ import annotations
 
-import os
 import socket
 
 import optuna
 from optuna.trial import TrialState
+
+from search.processes import process_alive
 
 INTERRUPTED = "interrupted"  # how a stopped trial's fail_reason begins
 
@@ -50,13 +51,3 @@ def recover_trials(study: optuna.Study, heartbeat: bool, worker: str | None = No
         study.enqueue_trial(params, user_attrs={"retry_of": t.number, **carried})
         requeued.append(t.number)
     return requeued
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, someone else's
-        return True
-    return True

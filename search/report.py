@@ -14,8 +14,8 @@ from optuna.trial import TrialState
 
 from search.errors import UserError
 from search.files import check_writable_dir, write_text
+from search.redact import redact
 from search.results import format_target, is_feasible, state_counts, study_target, training_effort, trials_table
-from search.storage import redact
 
 N_CLASSES = 10
 

@@ -1,30 +1,38 @@
 """Study storage: SQLite by default, Optuna's journal file for local multi-process runs, and any
-RDB URL (PostgreSQL for many workers) with heartbeats and retries of stale trials."""
+RDB URL (PostgreSQL for many workers) with heartbeats and retries of stale trials.
+
+Every ``--storage`` (and every ``--warm-start`` source) passes one gate, ``locate``, which decides
+what the thing is from its content, never its name: a file that starts with SQLite's header is a
+SQLite database, one whose first line is a journal record is a journal, and anything else is refused
+and left byte for byte as it was. Read-only commands open with ``writable=False``: a missing storage
+is refused instead of created, SQLite opens read-only, and a journal is never repaired.
+"""
 
 from __future__ import annotations
 
-import json
+import importlib.util
 import os
 import random
-import re
 import sqlite3
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, quote_plus, unquote
+from typing import Any, Literal
+from urllib.parse import quote
 
 import optuna
+import sqlalchemy
 import sqlalchemy.exc
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
-from sqlalchemy.engine import make_url
+from optuna.storages.journal import JournalFileBackend
+from sqlalchemy.engine import URL, make_url
 
 from search.errors import UserError, first_line
-from search.files import write_atomic
+from search.journal import SNIFF_BYTES, looks_like_journal, repair_journal
+from search.redact import redact, scrub, split_user_info
 
 STUDIES_DIR = Path("studies")
 DEFAULT_SQLITE = STUDIES_DIR / "mnist-search.db"
@@ -33,8 +41,9 @@ ARTIFACTS_DIR = STUDIES_DIR / "artifacts"
 MAX_RETRY = 3
 SCHEMA_ATTEMPTS = 5
 MAX_HEARTBEAT_S = 3600
-SECRET_QUERY_KEY = re.compile(r"pass|pwd|secret|token|key", re.IGNORECASE)
-HIDDEN = "***"
+SQLITE_HEADER = b"SQLite format 3\x00"
+OPTUNA_TABLE = "version_info"  # every Optuna RDB storage has it
+POSTGRES_DRIVERS = ("psycopg2", "psycopg")  # the [postgres] extra installs the first
 
 
 @dataclass(frozen=True)
@@ -45,59 +54,40 @@ class Heartbeat:
     grace: int = 30
 
 
+@dataclass(frozen=True)
+class Location:
+    """What a storage argument turned out to be: its kind, and the URL or path to open."""
+
+    kind: Literal["sqlite", "journal", "rdb"]
+    target: str  # a SQLite file's path, a journal's path, or a server URL (driver filled in)
+    given: str  # what the user typed, for messages (shown through ``redact``)
+    exists: bool = True
+
+
 def default_storage(jobs: int) -> str:
     # SQLite is not safe for several writing processes (Optuna FAQ): --jobs uses the journal file.
     return str(DEFAULT_JOURNAL) if jobs > 1 else f"sqlite:///{DEFAULT_SQLITE}"
 
 
-def is_sqlite(url: str) -> bool:
-    return url.startswith("sqlite:")
+def kind_of(url: str) -> str:
+    """ "sqlite", "journal" or "rdb", by the same gate that opens it (a search's view: writable)."""
+    return locate(url, writable=True).kind
 
 
-def is_journal(url: str) -> bool:
-    return "://" not in url
-
-
-def redact(url: str) -> str:
-    """The URL with its password and any secret query parameter hidden, for logs, errors and reports."""
-    if is_journal(url):
-        return url
-    try:
-        parsed = make_url(url)
-    except Exception:  # noqa: BLE001 - a malformed URL: hide all user info and the query
-        return re.sub(r"\?.*$", "?" + HIDDEN, re.sub(r"://[^/]*@", f"://{HIDDEN}@", url))
-    if parsed.host and "@" in parsed.host:  # an unencoded "@" in the password: SQLAlchemy splits at the first
-        parsed = parsed.set(host=parsed.host.rpartition("@")[2], password=HIDDEN)
-    elif parsed.password is not None:
-        parsed = parsed.set(password=HIDDEN)
-    query = {k: HIDDEN if SECRET_QUERY_KEY.search(k) else v for k, v in parsed.query.items()}
-    return parsed.set(query=query).render_as_string(hide_password=False).replace(quote(HIDDEN, safe=""), HIDDEN)
-
-
-def scrub(text: str, url: str) -> str:
-    """``text`` (an error message) with every secret of ``url`` replaced, in every encoding."""
-    secrets: set[str] = set()
-    try:
-        parsed = make_url(url)
-    except Exception:  # noqa: BLE001 - fall back to the raw user info
-        match = re.search(r"://([^/]*)@", url)
-        secrets.update(match.group(1).split(":", 1)[1:] if match else [])
-    else:
-        password = parsed.password
-        if parsed.host and "@" in parsed.host:  # SQLAlchemy took the password's tail for the host
-            tail = parsed.host.rpartition("@")[0]
-            secrets.update([tail, f"{password or ''}@{tail}"])
-        secrets.update([str(password)] if password else [])
-        secrets.update(str(v) for k, v in parsed.query.items() if SECRET_QUERY_KEY.search(k))
-    text = text.replace(url, redact(url))
-    for secret in sorted(secrets, key=len, reverse=True):
-        for form in {secret, quote(secret, safe=""), quote_plus(secret), unquote(secret)}:
-            text = text.replace(form, HIDDEN)
-    return text
+def locate(given: str, *, writable: bool) -> Location:
+    """The one gate every storage argument passes; refuses in one line, before anything is opened."""
+    if not given or "\x00" in given:
+        raise UserError("--storage is empty or holds a NUL character; pass a URL or a file path")
+    if "://" not in given:
+        return _locate_file(Path(given), given, writable)
+    scheme = given.split("://", 1)[0]
+    if scheme.startswith("sqlite"):
+        return _locate_sqlite_url(given, writable)
+    return Location("rdb", _server_url(given), given)
 
 
 def check_parallel_safe(url: str, processes: int) -> None:
-    if processes > 1 and is_sqlite(url):
+    if processes > 1 and kind_of(url) == "sqlite":
         raise UserError(
             f"SQLite storage {redact(url)} is not safe for {processes} processes; drop --storage to use the "
             f"journal file {DEFAULT_JOURNAL}, or pass a journal path or a postgresql:// URL"
@@ -107,37 +97,47 @@ def check_parallel_safe(url: str, processes: int) -> None:
 def open_storage(
     url: str, heartbeat: Heartbeat | None = None, *, writable: bool = False
 ) -> optuna.storages.BaseStorage:
-    """Open (creating where needed) the storage at ``url``; any failure is a one-line UserError.
+    """Open the storage ``url`` names; any failure is a one-line UserError.
 
-    ``writable``: the caller will write (a search), so a read-only file is refused up front.
+    ``writable``: the caller will write (a search, a retrain's uploads): a new storage is created,
+    and a read-only file is refused up front. Otherwise nothing is created or changed.
     """
+    location = locate(url, writable=writable)
+    if location.kind == "journal":
+        return _open_journal(Path(location.target), writable)
     heartbeat = heartbeat or Heartbeat()
-    if is_journal(url):
-        return _open_journal(Path(url), writable)
-    if is_sqlite(url):
-        sqlite_path = url.split(":///", 1)[-1]
-        if sqlite_path and sqlite_path != ":memory:":
-            _make_parent(Path(sqlite_path))
-            if writable and Path(sqlite_path).exists() and not os.access(sqlite_path, os.W_OK):
-                raise UserError(f"SQLite file {sqlite_path} is read-only; make it writable or pass another --storage")
+    engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    url_to_open = location.target
+    if location.kind == "sqlite":
+        if writable:
+            _make_parent(Path(location.target))
+        engine_kwargs = {"creator": _sqlite_connector(Path(location.target), writable)}
+        url_to_open = f"sqlite:///{location.target}"
     attempt = 0
     while True:
         attempt += 1
         try:
             return RDBStorage(
-                url,
-                engine_kwargs=_SQLITE_ENGINE if is_sqlite(url) else {"pool_pre_ping": True},
+                url_to_open,
+                engine_kwargs=engine_kwargs,
                 heartbeat_interval=heartbeat.interval,
                 grace_period=heartbeat.grace,
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
+                skip_table_creation=not writable,
             )
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as error:
             # Workers starting together on an empty database race to create Optuna's tables;
             # the losers find them made on a second look.
+            if not writable:
+                raise UserError(f"{redact(url)} holds no Optuna study; check --storage") from None
             if attempt == SCHEMA_ATTEMPTS:
-                raise UserError(f"cannot create Optuna's tables in {redact(url)}") from None
+                raise UserError(
+                    f"cannot create Optuna's tables in {redact(url)}: {scrub(first_line(error), url)}"
+                ) from None
             time.sleep(random.uniform(0.2, 1.0))
-        except Exception as error:  # noqa: BLE001 - SQLAlchemy raises many kinds for bad URLs
+        except UserError:
+            raise
+        except Exception as error:  # noqa: BLE001 - SQLAlchemy and the drivers raise many kinds
             raise UserError(f"cannot open storage {redact(url)}: {scrub(first_line(error), url)}") from None
 
 
@@ -162,75 +162,6 @@ def storage_failures(url: str) -> Iterator[None]:
         ) from None
 
 
-def _make_parent(path: Path) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UserError(f"cannot create the folder of {path}: {error.strerror}; pass another --storage") from None
-
-
-def _open_journal(path: Path, writable: bool) -> JournalStorage:
-    _make_parent(path)
-    if path.is_dir():
-        raise UserError(f"journal storage {path} is a folder; pass a file path")
-    if writable and not os.access(path if path.exists() else path.parent, os.W_OK):
-        raise UserError(f"journal storage {path} is read-only; make it writable or pass another --storage")
-    try:
-        if path.exists() and os.access(path, os.W_OK):
-            repair_journal(path)
-        return JournalStorage(JournalFileBackend(str(path)))
-    except UserError:
-        raise
-    except Exception as error:  # noqa: BLE001 - unreadable file, bad log line, permissions
-        raise UserError(f"cannot open journal storage {path}: {first_line(error)}") from None
-
-
-def repair_journal(path: Path) -> Path | None:
-    """Drop a torn record (a write cut by a full disk or a kill) so the journal opens again.
-
-    Optuna skips one torn last line, but the next append lands behind it and from then on the file
-    cannot be read. A whole record glued behind a torn one is kept. The rewrite happens under the
-    journal's own write lock, so a record still being written is never taken for a torn one.
-    Returns the backup of the original, if anything changed.
-    """
-    if _repaired(path.read_bytes()) is None:
-        return None  # the common case: no lock taken, nothing written (a full disk has no room for a lock)
-    lock = JournalFileSymlinkLock(str(path))  # the lock JournalFileBackend takes to append
-    lock.acquire()
-    try:
-        data = path.read_bytes()
-        repaired = _repaired(data)
-        if repaired is None:
-            return None
-        backup = path.with_name(f"{path.name}.torn-{time.strftime('%Y%m%d-%H%M%S')}.bak")
-        write_atomic(backup, lambda file: file.write(data))
-        write_atomic(path, lambda file: file.write(repaired))
-    finally:
-        lock.release()
-    print(f"warning: dropped torn record(s) from {path}; the original is kept as {backup}", file=sys.stderr)
-    return backup
-
-
-def _repaired(data: bytes) -> bytes | None:
-    """The journal without its torn records, or None if it has none."""
-    lines = data.split(b"\n")  # whatever follows the last newline is torn
-    repaired = b"".join(line + b"\n" for line in map(_salvage, lines[:-1]) if line is not None)
-    return None if repaired == data else repaired
-
-
-def _salvage(line: bytes) -> bytes | None:
-    """The line if it is a whole record; else the whole record glued behind a torn one, if any."""
-    for start in (0, line.rfind(b'{"op_code"')):
-        if start < 0:
-            continue
-        try:
-            json.loads(line[start:])
-        except ValueError:
-            continue
-        return line[start:]
-    return None
-
-
 def artifact_store(path: Path = ARTIFACTS_DIR) -> FileSystemArtifactStore:
     """Optuna's file artifact store (learning curves, checkpoints) for the dashboard."""
     try:
@@ -240,19 +171,167 @@ def artifact_store(path: Path = ARTIFACTS_DIR) -> FileSystemArtifactStore:
     return FileSystemArtifactStore(str(path))
 
 
+def _locate_file(path: Path, given: str, writable: bool) -> Location:
+    """A plain path: a journal or a SQLite file, told apart by content; a new one becomes a journal."""
+    if path.is_dir():
+        raise UserError(f"storage {path} is a folder; pass a file path (a journal) or a sqlite:/// URL")
+    if not path.exists():
+        if not writable:
+            raise UserError(f"no storage at {path}; check the path (read-only commands create nothing)")
+        return Location("journal", str(path), given, exists=False)
+    if not _is_file(path):
+        raise UserError(f"storage {path} is not a regular file; pass a journal file or a sqlite:/// URL")
+    head = _head(path)
+    if head.startswith(SQLITE_HEADER):
+        _check_optuna_sqlite(path, writable)
+        return Location("sqlite", str(path), given)
+    if head and not looks_like_journal(head):
+        raise UserError(
+            f"storage {path} is neither an Optuna journal nor a SQLite database; it was left as it is: "
+            "pass another --storage"
+        )
+    if not head and not writable:
+        raise UserError(f"storage {path} is empty: it holds no study yet")
+    return Location("journal", str(path), given)
+
+
+def _locate_sqlite_url(given: str, writable: bool) -> Location:
+    try:
+        parsed = make_url(given)
+    except Exception:  # noqa: BLE001 - the parser's message may quote the URL
+        raise UserError(f"cannot parse storage URL {redact(given)}; write it as sqlite:///PATH") from None
+    database = parsed.database or ""
+    if parsed.query.get("uri") in ("true", "1") and database.startswith("file:"):
+        database = database.removeprefix("file:")
+    if database in ("", ":memory:") or database.startswith(":memory:"):
+        raise UserError(f"{redact(given)} is an in-memory database, lost when the command ends; pass sqlite:///PATH")
+    path = Path(database)
+    if path.is_dir():
+        raise UserError(f"SQLite storage {path} is a folder; pass a file path")
+    if not path.exists():
+        if not writable:
+            raise UserError(f"no SQLite storage at {path}; check the path (read-only commands create nothing)")
+        return Location("sqlite", str(path), given, exists=False)
+    if not _is_file(path):
+        raise UserError(f"SQLite storage {path} is not a regular file; pass another --storage")
+    head = _head(path)
+    if head and not head.startswith(SQLITE_HEADER):
+        hint = " (it is an Optuna journal: pass its path without sqlite:///)" if looks_like_journal(head) else ""
+        raise UserError(f"{path} is not a SQLite database{hint}; it was left as it is")
+    if not head and not writable:
+        raise UserError(f"SQLite storage {path} is empty: it holds no study yet")
+    if writable and not os.access(path, os.W_OK):
+        raise UserError(f"SQLite file {path} is read-only; make it writable or pass another --storage")
+    if head:
+        _check_optuna_sqlite(path, writable)
+    return Location("sqlite", str(path), given)
+
+
+def _check_optuna_sqlite(path: Path, writable: bool) -> None:
+    """A SQLite database of some other program is not ours to add tables to."""
+    try:
+        connection = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True)
+        try:
+            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        finally:
+            connection.close()
+    except sqlite3.Error as error:
+        raise UserError(f"cannot read SQLite storage {path}: {error}; it was left as it is") from None
+    if tables and OPTUNA_TABLE not in tables:
+        raise UserError(f"{path} is a SQLite database of another program (no Optuna tables); it was left as it is")
+    if not tables and not writable:
+        raise UserError(f"SQLite storage {path} holds no study yet")
+
+
+def _server_url(given: str) -> str:
+    """A server URL with its driver filled in; a password with a bare ``@`` is refused, never parsed."""
+    _, user, password, _ = split_user_info(given)
+    if (user and "@" in user) or (password and "@" in password):
+        raise UserError(
+            f"cannot open storage {redact(given)}: its user info holds an unencoded '@'; write it as %40 "
+            "(and ':' in a user name as %3A)"
+        )
+    try:
+        parsed = make_url(given)
+    except Exception:  # noqa: BLE001 - never show the parser's message: it quotes pieces of the password
+        raise UserError(
+            f"cannot open storage {redact(given)}: not a valid URL; percent-encode '@ : / ? # %' in the "
+            "user name and password"
+        ) from None
+    if parsed.drivername == "postgres":
+        raise UserError(f"cannot open storage {redact(given)}: write the scheme as postgresql://")
+    if parsed.drivername == "postgresql":  # SQLAlchemy's default driver is psycopg 3; use what is installed
+        installed = [name for name in POSTGRES_DRIVERS if importlib.util.find_spec(name) is not None]
+        if not installed:
+            raise UserError("PostgreSQL storage needs a driver: pip install 'mnist-search[postgres]'")
+        parsed = parsed.set(drivername=f"postgresql+{installed[0]}")
+    return _render(parsed)
+
+
+def _render(url: URL) -> str:
+    return url.render_as_string(hide_password=False)
+
+
+def _sqlite_connector(path: Path, writable: bool) -> Any:
+    """Connections for SQLAlchemy. Read-only: ``mode=ro``, or ``immutable=1`` when no writer has a
+    log open (no ``-wal`` beside the file), so that a read creates no ``-wal``/``-shm`` files either."""
+    uri = f"file:{quote(str(path.resolve()))}"
+    if not writable:
+        live = path.with_name(path.name + "-wal").exists()
+        uri += "?mode=ro" if live else "?immutable=1"
+    return lambda: sqlite3.connect(
+        uri, uri=True, timeout=60, factory=_WalConnection if writable else sqlite3.Connection, check_same_thread=False
+    )
+
+
+def _make_parent(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create the folder of {path}: {error.strerror}; pass another --storage") from None
+
+
+def _open_journal(path: Path, writable: bool) -> JournalStorage:
+    if writable:
+        _make_parent(path)
+        if not os.access(path if path.exists() else path.parent, os.W_OK):
+            raise UserError(f"journal storage {path} is read-only; make it writable or pass another --storage")
+    try:
+        if writable and path.exists():
+            repair_journal(path)
+        return JournalStorage(JournalFileBackend(str(path)))
+    except UserError:
+        raise
+    except Exception as error:  # noqa: BLE001 - unreadable file, bad log line, permissions
+        hint = "; a search on it repairs a torn record" if not writable else ""
+        raise UserError(f"cannot open journal storage {path}: {first_line(error)}{hint}") from None
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
+def _head(path: Path) -> bytes:
+    try:
+        with path.open("rb") as file:
+            return file.read(SNIFF_BYTES)
+    except OSError as error:
+        raise UserError(f"cannot read storage {path}: {error.strerror}") from None
+
+
 class _WalConnection(sqlite3.Connection):
     """A SQLite connection in write-ahead-log mode with ``synchronous=NORMAL``: a commit appends to
     the log instead of rewriting pages and syncing twice, and a reader (the dashboard) never blocks
     the writing worker. The file stays consistent through a crash; a power cut can lose the last
     commits. Where the mode cannot be set (a read-only file), the default journal stays."""
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         try:
             self.execute("PRAGMA journal_mode=WAL")  # recorded in the file; later opens find it set
         except sqlite3.OperationalError:
             return
         self.execute("PRAGMA synchronous=NORMAL")
-
-
-_SQLITE_ENGINE = {"connect_args": {"timeout": 60, "factory": _WalConnection}}

@@ -17,8 +17,9 @@ from typing import Any
 import optuna
 
 from search.errors import UserError
+from search.redact import redact
 from search.results import ranked_trials
-from search.storage import open_storage, redact
+from search.storage import open_storage
 from spaces import Budget, Space
 
 STUDY_SEPARATOR = "#"  # STORAGE#STUDY: "#" never carries meaning in a storage URL or journal path

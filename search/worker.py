@@ -15,6 +15,7 @@ import socket
 import sys
 import tempfile
 import time
+import traceback
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,14 +28,16 @@ from search.data import Tensors
 from search.errors import UserError, first_line
 from search.interrupts import SearchInterrupted, StopRequest, signal_label
 from search.options import FINISHED, SearchOptions
+from search.processes import process_alive
 from search.progress import Progress
-from search.recovery import INTERRUPTED, process_alive, recover_trials
-from search.storage import artifact_store, is_journal, is_sqlite
+from search.recovery import INTERRUPTED, recover_trials
+from search.storage import artifact_store, kind_of
 from search.train import Diverged, TrainSettings, count_params, resolve_device, resolve_precision, train
 from spaces import Budget, InvalidArchitecture, Space
 
 POLL_S = 1.0
-SAME_FAILURE_LIMIT = 5  # this many trials in a row failing alike stop the search
+SAME_FAILURE_LIMIT = 5  # this many trials in a row failing alike (same type, same place) stop the search
+FAILURE_LIMIT = 10  # and this many in a row failing in any ways
 
 
 class StudyFull(Exception):
@@ -61,10 +64,10 @@ class Worker:
         )
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self.stop = StopRequest()
-        self.heartbeat = not is_journal(options.storage_url())  # RDB storages beat; journals do not
+        self.heartbeat = kind_of(options.storage_url()) != "journal"  # RDB storages beat; journals do not
         self.artifacts = None if options.artifacts is None else artifact_store(Path(options.artifacts))
         self.artifact_warned = False
-        self.failures: list[str] = []  # reasons of the latest trials, while they keep failing
+        self.failures: list[tuple[str, str]] = []  # (key, reason) of the latest trials, while they keep failing
 
     def run(self) -> None:
         if self.options.multi_objective and not self.options.quiet:
@@ -93,7 +96,12 @@ class Worker:
                 continue
             remaining = None if deadline is None else max(deadline - time.monotonic(), 0.01)
             self.study.optimize(
-                self._objective, n_trials=1, timeout=remaining, catch=(Exception,), gc_after_trial=False
+                self._objective,
+                n_trials=1,
+                timeout=remaining,
+                catch=(Exception,),
+                gc_after_trial=False,
+                callbacks=[self._count_unhandled_failure],
             )
             _release_memory(self.device)
             self._stop_if_failing_alike()
@@ -104,12 +112,25 @@ class Worker:
             raise SearchInterrupted(self.stop.signum, requeued)
 
     def _stop_if_failing_alike(self) -> None:
-        """The circuit breaker: the same failure ``SAME_FAILURE_LIMIT`` times in a row is not bad luck."""
-        if len(self.failures) >= SAME_FAILURE_LIMIT and len(set(self.failures[-SAME_FAILURE_LIMIT:])) == 1:
+        """The circuit breaker: the same failure ``SAME_FAILURE_LIMIT`` times in a row is not bad luck, nor
+        are ``FAILURE_LIMIT`` failures in a row of any kind. Failures are alike when they have the same
+        type and were raised at the same place: their messages may differ (shapes, addresses)."""
+        keys = {key for key, _ in self.failures[-SAME_FAILURE_LIMIT:]}
+        if len(self.failures) >= SAME_FAILURE_LIMIT and len(keys) == 1:
             raise UserError(
-                f"stopped: the last {SAME_FAILURE_LIMIT} trials all failed with {self.failures[-1]!r}; "
+                f"stopped: the last {SAME_FAILURE_LIMIT} trials all failed with {self.failures[-1][1]!r}; "
                 "fix that, then rerun the same command to resume"
             )
+        if len(self.failures) >= FAILURE_LIMIT:
+            raise UserError(
+                f"stopped: the last {FAILURE_LIMIT} trials all failed, the latest with {self.failures[-1][1]!r}; "
+                "fix that, then rerun the same command to resume"
+            )
+
+    def _count_unhandled_failure(self, _study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        """A trial that failed before reaching its handler (a storage error while claiming it) counts too."""
+        if trial.state == TrialState.FAIL and "fail_reason" not in trial.user_attrs:
+            self.failures = [*self.failures, ("failed before its handler", "a failure before the trial started")]
 
     def _claim(self, trial: optuna.Trial) -> None:
         """Start only while finished trials plus earlier-numbered running ones leave room."""
@@ -129,7 +150,7 @@ class Worker:
 
     def _warn_if_sqlite_is_shared(self) -> None:
         """SQLite is not safe for several writing processes (Optuna's FAQ); say so when we see one."""
-        if not is_sqlite(self.options.storage_url()):
+        if kind_of(self.options.storage_url()) != "sqlite":
             return
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             host, _, pid = t.user_attrs.get("worker", "").rpartition(":")
@@ -142,8 +163,28 @@ class Worker:
                 return
 
     def _objective(self, trial: optuna.Trial) -> float | Sequence[float]:
+        """One trial, every step of it (suggest, build, precision, training, upload) through one handler."""
         trial.set_user_attr("worker", self.worker_id)  # first: a worker dying while it waits is found
         self._claim(trial)
+        curve: list[float] = []
+        self.train_started: float | None = None
+        try:
+            value = self._run_trial(trial, curve)
+        except BaseException as error:  # noqa: BLE001 - every ending goes through _outcome, which re-raises the rest
+            if isinstance(error, KeyboardInterrupt):  # also one raised without our handler (not the main thread)
+                self.stop.request(signal.SIGINT)
+            state, reason, raised = _outcome(error, self.stop.signum)
+            trial.set_user_attr(f"{state.lower()}_reason", reason)
+            self._record(trial, curve)
+            params = trial.user_attrs.get("params")
+            self.progress.trial_done(trial.number, state, curve[-1] if curve else None, params, reason)
+            failed = state == "FAIL" and raised is error
+            self.failures = [*self.failures, (failure_key(error), reason)] if failed else []
+            raise raised from None
+        self.failures.clear()
+        return value
+
+    def _run_trial(self, trial: optuna.Trial, curve: list[float]) -> float | Sequence[float]:
         trial.set_user_attr("device", str(self.device))
         with warnings.catch_warnings():
             if trial.user_attrs.get("baseline"):  # a tighter budget shrinks ranges past the seed's widths
@@ -156,7 +197,6 @@ class Worker:
         try:
             model = self.space.build(config)
         except InvalidArchitecture as error:
-            trial.set_user_attr("pruned_reason", str(error))
             raise optuna.TrialPruned(str(error)) from None
         params = count_params(model)
         trial.set_user_attr("params", params)
@@ -170,9 +210,7 @@ class Worker:
             if params > self.budget.max_params:
                 trial.set_user_attr("infeasible", f"{params} parameters > budget {self.budget.max_params}")
                 self.progress.trial_done(trial.number, "INFEASIBLE", None, params)
-                self.failures.clear()
                 return (0.0, float(params)) if self.options.multi_objective else 0.0
-        curve: list[float] = []
 
         def on_epoch(epoch: int, accuracy: float) -> None:
             curve.append(accuracy)
@@ -183,39 +221,29 @@ class Worker:
                     if trial.should_prune():
                         raise optuna.TrialPruned(f"pruned at epoch {epoch} with val accuracy {accuracy:.4f}")
 
-        start = time.perf_counter()
         self.progress.trial_started()
-        try:
-            with self.stop.interruptible():
-                result = train(
-                    model,
-                    self.train_set,
-                    self.val_set,
-                    TrainSettings.from_config(config),
-                    device=self.device,
-                    seed=train_seed,
-                    on_epoch=on_epoch,
-                    precision=precision,
-                )
-        except BaseException as error:  # noqa: BLE001 - every ending goes through _outcome, which re-raises the rest
-            if isinstance(error, KeyboardInterrupt):  # also one raised without our handler (not the main thread)
-                self.stop.request(signal.SIGINT)
-            state, reason, raised = _outcome(error, self.stop.signum)
-            trial.set_user_attr(f"{state.lower()}_reason", reason)
-            self._record(trial, curve, start)
-            self.progress.trial_done(trial.number, state, curve[-1] if curve else None, params, reason)
-            self.failures = [*self.failures, reason] if state == "FAIL" and raised is error else []
-            raise raised from None
-        self._record(trial, curve, start)
+        self.train_started = time.perf_counter()
+        with self.stop.interruptible():
+            result = train(
+                model,
+                self.train_set,
+                self.val_set,
+                TrainSettings.from_config(config),
+                device=self.device,
+                seed=train_seed,
+                on_epoch=on_epoch,
+                precision=precision,
+            )
+        self._record(trial, curve)
         self.progress.trial_done(trial.number, "COMPLETE", result.accuracy, params)
-        self.failures.clear()
         if self.options.multi_objective:
             return result.accuracy, float(params)
         return result.accuracy
 
-    def _record(self, trial: optuna.Trial, curve: list[float], start: float) -> None:
+    def _record(self, trial: optuna.Trial, curve: list[float]) -> None:
         trial.set_user_attr("epochs_run", len(curve))
-        trial.set_user_attr("seconds", round(time.perf_counter() - start, 3))
+        seconds = 0.0 if self.train_started is None else time.perf_counter() - self.train_started
+        trial.set_user_attr("seconds", round(seconds, 3))
         trial.set_user_attr("val_accuracy_per_epoch", curve)
         self._upload_curve(trial, curve)
 
@@ -255,6 +283,13 @@ def _outcome(error: BaseException, signum: int | None) -> tuple[str, str, BaseEx
     if isinstance(error, Exception):
         return "FAIL", f"{type(error).__name__}: {first_line(error)}", error
     raise error  # SystemExit and the like: not a trial's outcome
+
+
+def failure_key(error: BaseException) -> str:
+    """What makes two failures alike: the exception's type and the line that raised it."""
+    frames = traceback.extract_tb(error.__traceback__)
+    place = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
+    return f"{type(error).__qualname__} at {place}"
 
 
 def _release_memory(device: torch.device) -> None:

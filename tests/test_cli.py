@@ -159,6 +159,7 @@ def test_retrain_rejects_bad_configs_in_one_line(tmp_path, case):
 def test_dashboard_port_in_use_is_one_line(tmp_path):
     import socket
 
+    optuna.create_study(study_name="s", storage=f"sqlite:///{tmp_path}/d.db")  # the dashboard creates none
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()

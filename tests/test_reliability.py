@@ -22,8 +22,10 @@ from search import SearchOptions, UserError, run_search
 from search.cli import main
 from search.files import inside, write_text
 from search.jobs import STOP_GRACE_S
-from search.recovery import process_alive
-from search.storage import open_storage, redact, repair_journal
+from search.journal import repair_journal
+from search.processes import process_alive
+from search.redact import redact
+from search.storage import open_storage
 from spaces import get_space
 from tests.conftest import DATA_DIR, small_search
 
@@ -328,7 +330,7 @@ def _wait_until_training(storage, name: str, timeout: float = 180) -> None:
     while time.monotonic() < deadline:
         try:
             trials = optuna.load_study(study_name=name, storage=open_storage(storage)).trials
-        except KeyError:
+        except (KeyError, UserError):  # not created yet
             trials = []
         if any(t.state == TrialState.RUNNING and t.intermediate_values for t in trials):
             return

@@ -19,6 +19,7 @@ import pytest
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
+from search.errors import UserError
 from search.storage import open_storage
 from tests.conftest import DATA_DIR, REPO
 
@@ -137,7 +138,7 @@ def _wait_for_running_trial(storage: str, name: str, timeout: float = 120) -> in
             for t in trials:
                 if t.state == TrialState.RUNNING and t.intermediate_values and finished >= 1:
                     return t.number
-        except KeyError:
+        except (KeyError, UserError):  # not created yet
             pass
         time.sleep(0.2)
     raise AssertionError("no trial started training")
