@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
+import csv
+import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from search.cli_args import add_data_flags, add_study_flags, command_parser, load_study, port, positive_int
 from search.dashboard import serve_dashboard
@@ -20,7 +24,7 @@ def export_command(argv: Sequence[str]) -> int:
     p.add_argument("--with-baseline", action="store_true", help="also export the seed baseline trial(s)")
     p.add_argument("--out", default=str(EXPORTS_DIR), help="output folder")
     args = p.parse_args(argv)
-    for path in export(load_study(args), args.top, Path(args.out), args.with_baseline):
+    for path in export(load_study(args), args.top, Path(args.out), args.with_baseline, trusted=args.space):
         print(path)
     return 0
 
@@ -48,10 +52,10 @@ def retrain_command(argv: Sequence[str]) -> int:
     args = p.parse_args(argv)
     study = None
     if args.configs:
-        records = [load_record(Path(c)) for c in args.configs]
+        records = [load_record(Path(c), trusted=args.space) for c in args.configs]
     else:
         study = load_study(args)
-        records = [trial_record(study, t) for t in select_trials(study, args.top, with_baseline=True)]
+        records = [trial_record(study, t, args.space) for t in select_trials(study, args.top, with_baseline=True)]
     results = []
     for record in records:
         results.append(
@@ -65,6 +69,7 @@ def retrain_command(argv: Sequence[str]) -> int:
                 out_dir=Path(args.out),
                 precision=args.precision,
                 progress=True,
+                trusted=args.space,
             )
         )
         if study is not None:  # the dashboard then offers each trial's checkpoints; the report links the card
@@ -101,25 +106,48 @@ def dashboard_command(argv: Sequence[str]) -> int:
     return 0
 
 
+class _Once(argparse.Action):
+    """An option that may be given once: a second value is more likely a slip than a choice."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: Any = None):
+        if getattr(namespace, self.dest) is not None:
+            raise argparse.ArgumentError(self, "given twice; pass it once")
+        setattr(namespace, self.dest, values)
+
+
+def _add_trust_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--space",
+        action=_Once,
+        help="trust this plugin space (package.module:NAME) for the checkpoint; it must be the one the file records",
+    )
+
+
 def predict_command(argv: Sequence[str]) -> int:
     p = command_parser("predict", "Classify images with a retrained checkpoint (MODEL: a .pt from retrain).")
     p.add_argument("model", help="checkpoint written by mnist-search retrain")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="PNG/JPEG files, IDX files (.gz or not), .npy arrays")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="PNG/JPEG files, IDX files (.gz or not), .npy arrays; told by content",
+    )
     p.add_argument("--csv", action="store_true", help="print CSV: input,index,digit,probability")
+    _add_trust_flag(p)
     args = p.parse_args(argv)
     from search.model import load_checkpoint
-    from search.predict import predict_files
+    from search.predict import predict_images, read_inputs
 
-    model = load_checkpoint(Path(args.model))
-    if args.csv:
-        print("input,index,digit,probability")
-    for row in predict_files(model, [Path(i) for i in args.inputs]):
-        if args.csv:
-            print(f"{row.source},{row.index},{row.digit},{row.probability:.6f}")
+    model = load_checkpoint(Path(args.model), args.space)
+    inputs = read_inputs([Path(i) for i in args.inputs])  # every input checked before the first line prints
+    writer = csv.writer(sys.stdout, lineterminator="\n") if args.csv else None
+    if writer:
+        writer.writerow(["input", "index", "digit", "probability"])
+    for row in predict_images(model, inputs):
+        if writer:
+            writer.writerow([row.source, row.index, row.digit, f"{row.probability:.6f}"])
         else:
-            where = row.source if row.index == 0 and not row.source.endswith((".npy", "ubyte", ".gz")) else (
-                f"{row.source}[{row.index}]"
-            )  # fmt: skip
+            where = row.source if row.picture else f"{row.source}[{row.index}]"
             print(f"{where}: {row.digit} ({row.probability:.2%})")
     return 0
 
@@ -131,8 +159,9 @@ def export_model_command(argv: Sequence[str]) -> int:
         "export-model", "Write a retrained checkpoint as TorchScript or ONNX, normalisation inside, probabilities out."
     )
     p.add_argument("checkpoint", help="checkpoint written by mnist-search retrain")
-    p.add_argument("--format", required=True, choices=list(FORMATS), help="torchscript or onnx")
-    p.add_argument("--out", help="output file (default: beside the checkpoint)")
+    p.add_argument("--format", required=True, choices=list(FORMATS), action=_Once, help="torchscript or onnx")
+    p.add_argument("--out", action=_Once, help="output file or folder (default: beside the checkpoint)")
+    _add_trust_flag(p)
     args = p.parse_args(argv)
-    print(export_model(Path(args.checkpoint), args.format, Path(args.out) if args.out else None))
+    print(export_model(Path(args.checkpoint), args.format, args.out, args.space))
     return 0

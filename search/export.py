@@ -17,7 +17,7 @@ from search.errors import UserError
 from search.files import check_writable_dir, inside, write_text
 from search.results import ranked_trials, study_target
 from search.train import count_params
-from spaces import get_space, source
+from spaces import recorded_space, source
 
 EXPORTS_DIR = Path("studies") / "exports"
 FORMAT_VERSION = 1
@@ -46,10 +46,10 @@ def describe(model: nn.Module) -> list[dict[str, Any]]:
     return rows
 
 
-def trial_record(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
-    """Everything needed to rebuild, retrain and compare one trial."""
-    spec = study.user_attrs["space"]
-    space = get_space(spec)
+def trial_record(study: optuna.Study, trial: optuna.trial.FrozenTrial, trusted: str | None = None) -> dict[str, Any]:
+    """Everything needed to rebuild, retrain and compare one trial; ``trusted``: the user's --space."""
+    spec = study.user_attrs.get("space")
+    space = recorded_space(spec, f"study {study.study_name!r}", trusted)
     config = trial.user_attrs["config"]
     model = space.build(config)
     return {
@@ -93,13 +93,19 @@ def select_trials(study: optuna.Study, top: int, with_baseline: bool) -> list[op
     return chosen
 
 
-def export(study: optuna.Study, top: int = 1, out_dir: Path = EXPORTS_DIR, with_baseline: bool = False) -> list[Path]:
+def export(
+    study: optuna.Study,
+    top: int = 1,
+    out_dir: Path = EXPORTS_DIR,
+    with_baseline: bool = False,
+    trusted: str | None = None,
+) -> list[Path]:
     """Write the best ``top`` trials (and the seed baselines, if asked) as JSON files."""
     check_writable_dir(out_dir, "--out")
     return [
         write_text(inside(out_dir, study.study_name, f"trial{trial.number}", suffix=".json"), to_json(record))
         for trial in select_trials(study, top, with_baseline)
-        for record in [trial_record(study, trial)]
+        for record in [trial_record(study, trial, trusted)]
     ]
 
 
@@ -107,15 +113,16 @@ def to_json(record: Mapping[str, Any]) -> str:
     return json.dumps(record, indent=2)
 
 
-def load_record(path: Path) -> dict[str, Any]:
-    """Read and validate an exported config: known space, known keys, within the family budget."""
+def load_record(path: Path, trusted: str | None = None) -> dict[str, Any]:
+    """Read and validate an exported config: known space (a plugin only if ``trusted``, the user's
+    --space, names it), known keys, within the family budget."""
     try:
         record = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise UserError(f"cannot read config {path}: {error}") from None
     if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
         raise UserError(f"{path} is not an exported mnist-search config (no 'config' object)")
-    space = get_space(str(record.get("space")))
+    space = recorded_space(record.get("space"), f"config {path}", trusted)
     try:
         space.check_config(record["config"])
     except UserError as error:

@@ -8,6 +8,7 @@ takes float32 N×1×28×28 in 0-1 with any N (ONNX fixes one input type).
 from __future__ import annotations
 
 import importlib.util
+import os
 import warnings
 from pathlib import Path
 
@@ -21,7 +22,9 @@ FORMATS = {"torchscript": ".torchscript.pt", "onnx": ".onnx"}
 ONNX_OPSET = 18
 
 
-def export_model(checkpoint: Path, fmt: str, out: Path | None = None) -> Path:
+def export_model(checkpoint: Path, fmt: str, out: Path | str | None = None, space: str | None = None) -> Path:
+    """Write ``checkpoint`` as ``fmt`` to ``out`` (a file, or a folder for the default name); ``space``:
+    the user's --space, trusting a plugin space the checkpoint records. Returns the file written."""
     if fmt not in FORMATS:
         raise UserError(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
     if fmt == "onnx":
@@ -31,15 +34,33 @@ def export_model(checkpoint: Path, fmt: str, out: Path | None = None) -> Path:
                 f"ONNX export needs {' and '.join(missing)}: pip install 'mnist-search[onnx]' (or pip install onnx "
                 "onnxscript onnxruntime)"
             )
-    model = load_checkpoint(checkpoint)
-    out = out or checkpoint.with_name(checkpoint.name.removesuffix(".pt") + FORMATS[fmt])
-    check_writable_dir(out.parent, "--out")
+    checkpoint = Path(checkpoint)
+    model = load_checkpoint(checkpoint, space)  # a bad checkpoint creates no --out folder
+    target = output_path(checkpoint, fmt, out)  # before the export, which takes seconds
     if fmt == "torchscript":
         with warnings.catch_warnings():  # asked for by name: PyTorch's deprecation notice is not news here
             warnings.filterwarnings("ignore", category=FutureWarning, message=r"`torch\.jit")
             scripted = torch.jit.script(model)
-            return write_atomic(out, lambda file: torch.jit.save(scripted, file))
-    return write_atomic(out, lambda file: file.write(_onnx_bytes(model)))
+            return write_atomic(target, lambda file: torch.jit.save(scripted, file))
+    return write_atomic(target, lambda file: file.write(_onnx_bytes(model)))
+
+
+def output_path(checkpoint: Path, fmt: str, out: Path | str | None) -> Path:
+    """Where the export goes, checked writable: ``out`` itself, or the default name inside a folder
+    ``out`` (one that exists, or is written with a trailing slash), or beside the checkpoint."""
+    default = checkpoint.name.removesuffix(".pt") + FORMATS[fmt]
+    if out is None:
+        target = checkpoint.with_name(default)
+    elif Path(out).is_dir() or str(out).endswith(("/", os.sep)):
+        target = Path(out) / default
+    else:
+        target = Path(out)
+    check_writable_dir(target.parent, "--out")
+    if target.is_dir():
+        raise UserError(f"--out {target} is a folder; pass a file name, or a folder without {target.name}")
+    if target.exists() and checkpoint.exists() and target.samefile(checkpoint):
+        raise UserError(f"--out {target} is the checkpoint itself; pass another file name")
+    return target
 
 
 def _onnx_bytes(model: Classifier) -> bytes:

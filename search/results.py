@@ -6,7 +6,7 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-from spaces import get_space
+from spaces import recorded_space
 
 
 def is_feasible(trial: FrozenTrial) -> bool:
@@ -15,7 +15,10 @@ def is_feasible(trial: FrozenTrial) -> bool:
 
 def study_target(study: optuna.Study) -> float:
     """The test accuracy this study must beat: recorded at creation (the space's own, or --target)."""
-    return study.user_attrs.get("target") or get_space(study.user_attrs["space"]).target
+    return (
+        study.user_attrs.get("target")
+        or recorded_space(study.user_attrs.get("space"), f"study {study.study_name!r}").target
+    )
 
 
 def format_target(target: float) -> str:

@@ -24,7 +24,7 @@ from search.export import config_digest, to_json, versions
 from search.files import check_writable_dir, inside, slug, write_atomic, write_text
 from search.results import format_target
 from search.train import TrainSettings, count_params, predict, resolve_device, resolve_precision, train
-from spaces import get_space
+from spaces import known_names, recorded_space
 
 N_CLASSES = 10
 
@@ -66,15 +66,16 @@ def retrain(
     out_dir: Path | None = None,
     precision: str = "auto",
     progress: bool = False,
+    trusted: str | None = None,
 ) -> RetrainResult:
     """Train the exact config once per seed for its own fixed epochs, no best-epoch picking.
 
     By default: on all 60k training images, measured on the 10k test set. With ``on_search_split``:
     on the study's own training split, measured on its validation split, which reproduces the
     trial (same seed, same device and precision) for checking an export. ``progress``: a line per
-    epoch on stderr.
+    epoch on stderr. ``trusted``: the user's --space, which alone lets a record name a plugin module.
     """
-    space = get_space(record["space"])
+    space = recorded_space(record["space"], f"config of {record.get('study', 'a retrain')!r}", trusted)
     config = dict(record["config"])
     space.check_config(config)
     name = "-".join(slug(str(part)) for part in (record.get("study", space.name), f"trial{record.get('trial', 'x')}"))
@@ -134,6 +135,12 @@ def write_model_card(path: Path, result: RetrainResult, record: Mapping[str, Any
     per_class = first.with_suffix(".report.txt").read_text()
     accuracies = ", ".join(f"{a:.2%}" for a in result.accuracies)
     verdict = "reaches" if result.mean >= result.target else "falls short of"
+    # A plugin space is used from a checkpoint only when named again by the user.
+    trust, plugin = (
+        ("", "")
+        if record["space"] in known_names()
+        else (f" --space {record['space']}", f", space={record['space']!r}")
+    )
     lines = [
         f"# Model card: {result.name}",
         "",
@@ -161,13 +168,13 @@ def write_model_card(path: Path, result: RetrainResult, record: Mapping[str, Any
         "## Use it",
         "",
         "```bash",
-        f"mnist-search predict {first} digit.png more.png         # or an IDX file, or a .npy batch; --csv",
-        f"mnist-search export-model {first} --format onnx       # or torchscript",
+        f"mnist-search predict {first}{trust} digit.png more.png         # or an IDX file, or a .npy batch; --csv",
+        f"mnist-search export-model {first}{trust} --format onnx       # or torchscript",
         "```",
         "",
         "```python",
         "from search.model import load_checkpoint",
-        f'model = load_checkpoint("{first}")   # uint8 0-255 or float 0-1, N×28×28 or N×1×28×28',
+        f'model = load_checkpoint("{first}"{plugin})   # uint8 0-255 or float 0-1, N×28×28 or N×1×28×28',
         "probabilities = model(images)       # N×10, MNIST's normalisation inside",
         "```",
         "",

@@ -4,7 +4,7 @@ users bring: ``package.module:NAME`` or a ``mnist_search.spaces`` entry point (d
 from __future__ import annotations
 
 from spaces.base import Budget, Config, InvalidArchitecture, Space
-from spaces.registry import BUILT_IN, ENTRY_POINT_GROUP, get_space, known_names, source
+from spaces.registry import BUILT_IN, ENTRY_POINT_GROUP, get_space, known_names, recorded_space, source
 
 SPACES = BUILT_IN  # the built-in families, by name
 
@@ -18,5 +18,6 @@ __all__ = [
     "Space",
     "get_space",
     "known_names",
+    "recorded_space",
     "source",
 ]

@@ -1,5 +1,9 @@
 """Finding a space by what the user typed: a built-in family, a space another package registers
-under the ``mnist_search.spaces`` entry-point group, or ``package.module:NAME``."""
+under the ``mnist_search.spaces`` entry-point group, or ``package.module:NAME``.
+
+A space named by data (a checkpoint, an exported config, a study's record) goes through
+``recorded_space``: data never names code to import, so a ``package.module:NAME`` there is used
+only when the user typed the same spec as ``--space``."""
 
 from __future__ import annotations
 
@@ -36,6 +40,22 @@ def get_space(spec: str) -> Space:
         return _load(spec, spec)
     raise UserError(
         f"unknown space {spec!r}; choose one of: {', '.join(known_names())}, or name your own as package.module:NAME"
+    )
+
+
+def recorded_space(spec: object, where: str, trusted: str | None = None) -> Space:
+    """The space a file or study records, as built in or installed; a plugin module only if ``trusted``
+    (the user's ``--space``) is the same spec, since importing a module runs its code."""
+    if not isinstance(spec, str) or not spec:
+        raise UserError(f"{where} names no space (its 'space' is {type(spec).__name__}, not a name)")
+    shown = repr(spec[:120])  # repr: a hostile name stays one line
+    if trusted is not None and trusted != spec:
+        raise UserError(f"{where} was made with space {shown}, not --space {trusted!r}; pass --space {shown}")
+    if spec in BUILT_IN or spec in installed() or spec == trusted:
+        return get_space(spec)
+    raise UserError(
+        f"{where} names space {shown}, which is neither built in nor installed, and a file may not choose code to "
+        f"import; if you trust that module, pass --space {shown}"
     )
 
 

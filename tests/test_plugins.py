@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 from tests.conftest import DATA_DIR, REPO, run_cli
@@ -35,15 +36,30 @@ def test_the_lenet5_example_goes_through_search_export_retrain_and_report(tmp_pa
     searched = run_cli("--space", spec, "--trials", "3", *QUICK, "--storage", storage, cwd=tmp_path)
     assert searched.returncode == 0, searched.stderr
     assert "seed baseline" in searched.stdout and "99.05% target (LeCun et al. (1998)" in searched.stdout
-    exported = run_cli("export", "--storage", storage, "--out", str(tmp_path / "out"), cwd=tmp_path)
+    untrusted = run_cli("export", "--storage", storage, "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert untrusted.returncode == 2 and f"pass --space '{spec}'" in untrusted.stderr, untrusted.stderr
+    # The study records a module to import: only the user's own --space lets export import it.
+    exported = run_cli("export", "--storage", storage, "--study-name", f"{spec}-e1-n1000", "--space", spec,
+                       "--out", str(tmp_path / "out"), cwd=tmp_path)  # fmt: skip
     assert exported.returncode == 0, exported.stderr
-    record = json.loads(open(exported.stdout.split()[0]).read())
+    config = exported.stdout.split()[0]
+    record = json.loads(open(config).read())
     assert record["space"] == spec and "examples/lenet5.py" in record["space_source"]
     assert record["target"] == 0.9905 and record["architecture"][0]["type"] == "Conv2d"
-    retrained = run_cli("retrain", exported.stdout.split()[0], "--seeds", "0", "--device", "cpu", "--no-download",
-                        "--out", str(tmp_path / "out"), "--search-split", cwd=tmp_path)  # fmt: skip
+    retrain = ["retrain", config, "--seeds", "0", "--device", "cpu", "--no-download", "--out", str(tmp_path / "out"),
+               "--search-split"]  # fmt: skip
+    untrusted = run_cli(*retrain, cwd=tmp_path)
+    assert untrusted.returncode == 2 and f"pass --space '{spec}'" in untrusted.stderr, untrusted.stderr
+    retrained = run_cli(*retrain, "--space", spec, cwd=tmp_path)
     assert retrained.returncode == 0, retrained.stderr
     assert "| 99.05% |" in retrained.stdout
+    checkpoint = retrained.stdout.split("model card: ")[1].strip().replace(".model-card.md", "-seed0.pt")
+    assert f"predict {checkpoint} --space {spec} " in open(checkpoint.replace("-seed0.pt", ".model-card.md")).read()
+    digits = tmp_path / "digits.npy"
+    np.save(digits, np.zeros((2, 28, 28), dtype=np.uint8))
+    assert "pass --space" in run_cli("predict", checkpoint, str(digits), cwd=tmp_path).stderr
+    predicted = run_cli("predict", checkpoint, str(digits), "--space", spec, cwd=tmp_path)
+    assert predicted.returncode == 0 and predicted.stdout.count(f"{digits}[") == 2, predicted.stderr
     reported = run_cli("report", "--storage", storage, "--out", str(tmp_path / "r.html"), cwd=tmp_path)
     assert reported.returncode == 0, reported.stderr
     assert "99.05% target" in (tmp_path / "r.html").read_text()
