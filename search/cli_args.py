@@ -82,10 +82,16 @@ def add_study_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--space", help="pick the study named after this space")
 
 
-def load_study(args: argparse.Namespace) -> optuna.Study:
-    storage = open_storage(args.storage)
-    names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+def load_study(args: argparse.Namespace, *, writable: bool = False) -> optuna.Study:
+    """The study the flags pick; read-only unless ``writable`` (retrain uploads its checkpoints)."""
+    storage = open_storage(args.storage, writable=writable)
+    summaries = optuna.get_all_study_summaries(storage)
+    names = [s.study_name for s in summaries]
     name = args.study_name or args.space or (names[0] if len(names) == 1 else None)
+    if not args.study_name and args.space and args.space not in names:
+        # --space of a study named after its budget too (gap_cnn-p8000): the only one made with that space
+        made_with = [s.study_name for s in summaries if s.user_attrs.get("space") == args.space]
+        name = made_with[0] if len(made_with) == 1 else name
     if name is None:
         raise UserError(
             f"{redact(args.storage)} holds {len(names)} studies; pick one with --study-name: {', '.join(names)}"

@@ -54,7 +54,7 @@ def retrain_command(argv: Sequence[str]) -> int:
     if args.configs:
         records = [load_record(Path(c), trusted=args.space) for c in args.configs]
     else:
-        study = load_study(args)
+        study = load_study(args, writable=True)
         records = [trial_record(study, t, args.space) for t in select_trials(study, args.top, with_baseline=True)]
     results = []
     for record in records:

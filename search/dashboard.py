@@ -26,8 +26,9 @@ def check_port_free(host: str, port: int) -> None:
 def serve_dashboard(storage_url: str, host: str, port: int, artifacts: Path) -> None:
     import optuna_dashboard  # only this command needs it (and GPU images often lack it)
 
-    storage = open_storage(storage_url)
+    storage = open_storage(storage_url, live=True)  # read-only, following the searches that write
     check_port_free(host, port)
     print(f"optuna-dashboard on http://{host}:{port}/ for {redact(storage_url)} (Ctrl-C stops)", flush=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    optuna_dashboard.run_server(storage, host=host, port=port, artifact_store=artifact_store(artifacts))
+    store = artifact_store(artifacts) if artifacts.is_dir() else None  # a read: no folder is made for it
+    optuna_dashboard.run_server(storage, host=host, port=port, artifact_store=store)

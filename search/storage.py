@@ -95,12 +95,14 @@ def check_parallel_safe(url: str, processes: int) -> None:
 
 
 def open_storage(
-    url: str, heartbeat: Heartbeat | None = None, *, writable: bool = False
+    url: str, heartbeat: Heartbeat | None = None, *, writable: bool = False, live: bool = False
 ) -> optuna.storages.BaseStorage:
     """Open the storage ``url`` names; any failure is a one-line UserError.
 
     ``writable``: the caller will write (a search, a retrain's uploads): a new storage is created,
-    and a read-only file is refused up front. Otherwise nothing is created or changed.
+    and a read-only file is refused up front. Otherwise nothing is created or changed. ``live``
+    (read-only): keep seeing what a search writes later (the dashboard); SQLite then keeps its own
+    ``-wal``/``-shm`` files beside a database in WAL mode, the database itself unchanged.
     """
     location = locate(url, writable=writable)
     if location.kind == "journal":
@@ -111,7 +113,7 @@ def open_storage(
     if location.kind == "sqlite":
         if writable:
             _make_parent(Path(location.target))
-        engine_kwargs = {"creator": _sqlite_connector(Path(location.target), writable)}
+        engine_kwargs = {"creator": _sqlite_connector(Path(location.target), writable, live)}
         url_to_open = f"sqlite:///{location.target}"
     attempt = 0
     while True:
@@ -230,7 +232,7 @@ def _locate_sqlite_url(given: str, writable: bool) -> Location:
 def _check_optuna_sqlite(path: Path, writable: bool) -> None:
     """A SQLite database of some other program is not ours to add tables to."""
     try:
-        connection = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True)
+        connection = sqlite3.connect(_read_only_uri(path), uri=True)
         try:
             tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         finally:
@@ -272,13 +274,17 @@ def _render(url: URL) -> str:
     return url.render_as_string(hide_password=False)
 
 
-def _sqlite_connector(path: Path, writable: bool) -> Any:
-    """Connections for SQLAlchemy. Read-only: ``mode=ro``, or ``immutable=1`` when no writer has a
-    log open (no ``-wal`` beside the file), so that a read creates no ``-wal``/``-shm`` files either."""
-    uri = f"file:{quote(str(path.resolve()))}"
-    if not writable:
-        live = path.with_name(path.name + "-wal").exists()
-        uri += "?mode=ro" if live else "?immutable=1"
+def _read_only_uri(path: Path, live: bool = False) -> str:
+    """``mode=ro``, or ``immutable=1`` when no writer has a log open (no ``-wal`` beside the file) and
+    none will matter: read-only SQLite still makes ``-wal``/``-shm`` files for a database in WAL mode,
+    immutable none."""
+    live = live or path.with_name(path.name + "-wal").exists()
+    return f"file:{quote(str(path.resolve()))}?{'mode=ro' if live else 'immutable=1'}"
+
+
+def _sqlite_connector(path: Path, writable: bool, live: bool) -> Any:
+    """Connections for SQLAlchemy: read-write in WAL mode, or read-only."""
+    uri = f"file:{quote(str(path.resolve()))}" if writable else _read_only_uri(path, live)
     return lambda: sqlite3.connect(
         uri, uri=True, timeout=60, factory=_WalConnection if writable else sqlite3.Connection, check_same_thread=False
     )

@@ -17,6 +17,7 @@ from typing import Any
 import optuna
 
 from search.errors import UserError
+from search.options import MAX_SEED
 from search.redact import redact
 from search.results import ranked_trials
 from search.storage import open_storage
@@ -36,13 +37,22 @@ def enqueue_warm_starts(
             continue  # a rerun with the same --warm-start: already in the study
         try:
             space.check_config(config, budget)
+            _check_seed(train_seed)
         except UserError as error:
             notes.append(f"warm start: skipped {origin}: {error}")
             continue
-        attrs = {"warm_start_of": origin} | ({"warm_start_seed": train_seed} if isinstance(train_seed, int) else {})
+        attrs = {"warm_start_of": origin} | ({"warm_start_seed": train_seed} if train_seed is not None else {})
         study.enqueue_trial(config, user_attrs=attrs, skip_if_exists=True)
         notes.append(f"warm start: enqueued {origin}")
     return notes
+
+
+def _check_seed(train_seed: object) -> None:
+    """A source's training seed obeys --seed's range (None: train with this study's own seed)."""
+    if train_seed is None:
+        return
+    if not isinstance(train_seed, int) or isinstance(train_seed, bool) or not 0 <= train_seed <= MAX_SEED:
+        raise UserError(f"its train_seed {str(train_seed)[:40]!r} is not a whole number from 0 to {MAX_SEED}")
 
 
 def _configs(sources: Sequence[str], top: int) -> Iterator[tuple[str, dict[str, Any], int | None]]:

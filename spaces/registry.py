@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.metadata import entry_points
 
 from search.errors import UserError
@@ -17,6 +21,7 @@ from spaces import cnn, fcn, ffn, gap_cnn
 from spaces.base import Space
 
 ENTRY_POINT_GROUP = "mnist_search.spaces"
+IMPORT_LIMIT_S = 60.0  # a module that sleeps or waits at import time must not hang the command
 BUILT_IN: dict[str, Space] = {module.SPACE.name: module.SPACE for module in (ffn, fcn, cnn, gap_cnn)}
 
 
@@ -68,14 +73,46 @@ def source(spec: str) -> str:
     return f"{module_name} ({getattr(module, '__file__', 'no file')})"
 
 
+class _ImportTooSlow(Exception):
+    pass
+
+
+@contextmanager
+def _time_limit(seconds: float) -> Iterator[None]:
+    """Raise ``_ImportTooSlow`` in the main thread after ``seconds`` (elsewhere: no limit)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _expire(_signum: int, _frame: object) -> None:
+        raise _ImportTooSlow
+
+    previous = signal.signal(signal.SIGALRM, _expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def _load(target: str, label: str) -> Space:
     module_name, _, attr = target.partition(":")
     if os.getcwd() not in sys.path:  # as `python -m` would: a space module beside the user's work
         sys.path.append(os.getcwd())
     try:
-        module = importlib.import_module(module_name)
+        with _time_limit(IMPORT_LIMIT_S):
+            module = importlib.import_module(module_name)
     except ImportError as error:
         raise UserError(f"cannot import the module of space {label}: {error}; check the name and PYTHONPATH") from None
+    except _ImportTooSlow:
+        raise UserError(
+            f"importing space {label} took over {IMPORT_LIMIT_S:g} s; a space module should only define its space"
+        ) from None
+    except SystemExit as stop:
+        raise UserError(
+            f"importing space {label} called sys.exit({stop.code!r}); a space module must not exit"
+        ) from None
     except Exception as error:  # noqa: BLE001 - the user's module failed while importing
         raise UserError(f"importing space {label} failed: {type(error).__name__}: {error}") from None
     space = getattr(module, attr, None) if attr else None
