@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import socket
 from dataclasses import dataclass
@@ -123,12 +124,14 @@ def load_mnist(data_dir: Path | str, download: bool = True) -> Mnist:
 
 def parse_idx(data: bytes, path: Path) -> np.ndarray:
     # IDX: magic 0x0000 08 <ndim>, then ndim big-endian uint32 sizes, then uint8 data.
-    ndim = data[3]
-    if data[:3] != b"\x00\x00\x08" or ndim not in (1, 3):
+    if len(data) < 4 or data[:3] != b"\x00\x00\x08" or data[3] not in (1, 3):
         raise UserError(f"{path} is not an MNIST IDX file")
+    ndim = data[3]
+    if len(data) < 4 + 4 * ndim:
+        raise UserError(f"{path} is truncated")
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if array.size != int(np.prod(shape)):
+    if array.size != math.prod(shape):
         raise UserError(f"{path} is truncated")
     array = array.reshape(shape)
     return array.astype(np.int64) if ndim == 1 else array.copy()

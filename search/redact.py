@@ -1,8 +1,9 @@
 """Secrets in storage URLs: shown hidden, and scrubbed from any message that might echo them.
 
-The user info is read as everything between ``://`` and the *last* ``@`` (a password may hold
-``@ : / ? # %`` unencoded); query parameters whose names look secret are hidden too. Both
-functions work on the raw text, so they never depend on a URL parser accepting it.
+A URL with one ``@`` and no ``/ ? #`` before it has a clear user info, whose password is hidden;
+query parameters whose names look secret are hidden too. Any other ``@`` (a password with ``@``
+unencoded, an ``@`` in a query value) makes it unclear where the secret ends, so everything after
+the scheme is hidden. Both functions work on the raw text: they never depend on a URL parser.
 """
 
 from __future__ import annotations
@@ -13,6 +14,12 @@ from urllib.parse import quote, quote_plus, unquote
 SECRET_QUERY_KEY = re.compile(r"pass|pwd|secret|token|key", re.IGNORECASE)
 HIDDEN = "***"
 MIN_FRAGMENT = 3  # pieces of a password this long or longer are scrubbed on their own too
+
+
+def is_ambiguous(url: str) -> bool:
+    """Whether it is unclear which part of ``url`` is its user info."""
+    after = url.partition("://")[2]
+    return after.count("@") > 1 or ("@" in after and any(c in after.split("@", 1)[0] for c in "/?#"))
 
 
 def split_user_info(url: str) -> tuple[str, str | None, str | None, str]:
@@ -32,6 +39,8 @@ def redact(url: str) -> str:
     scheme, user, password, rest = split_user_info(url)
     if not scheme:
         return url  # a journal path
+    if is_ambiguous(url):
+        return f"{scheme}://{HIDDEN}"
     shown = "" if user is None else f"{user}:{HIDDEN}@" if password is not None else f"{user}@"
     base, question, query = rest.partition("?")
     if question:
@@ -40,9 +49,11 @@ def redact(url: str) -> str:
 
 
 def secrets_of(url: str) -> set[str]:
-    """Every secret ``url`` holds, in every form a message could show it."""
+    """Every secret ``url`` holds, in every form a message could show it (of an unclear URL: all of it)."""
     _, _, password, rest = split_user_info(url)
     raw = {password} if password else set()
+    if is_ambiguous(url):
+        raw.add(url.partition("://")[2])
     _, _, query = rest.partition("?")
     for item in query.split("&"):
         key, equals, value = item.partition("=")

@@ -32,7 +32,7 @@ from sqlalchemy.engine import URL, make_url
 
 from search.errors import UserError, first_line
 from search.journal import SNIFF_BYTES, looks_like_journal, repair_journal
-from search.redact import redact, scrub, split_user_info
+from search.redact import is_ambiguous, redact, scrub
 
 STUDIES_DIR = Path("studies")
 DEFAULT_SQLITE = STUDIES_DIR / "mnist-search.db"
@@ -247,11 +247,10 @@ def _check_optuna_sqlite(path: Path, writable: bool) -> None:
 
 def _server_url(given: str) -> str:
     """A server URL with its driver filled in; a password with a bare ``@`` is refused, never parsed."""
-    _, user, password, _ = split_user_info(given)
-    if (user and "@" in user) or (password and "@" in password):
+    if is_ambiguous(given):
         raise UserError(
-            f"cannot open storage {redact(given)}: its user info holds an unencoded '@'; write it as %40 "
-            "(and ':' in a user name as %3A)"
+            f"cannot open storage {redact(given)}: it holds an '@' besides the one before the host; write '@' "
+            "in a password or a query value as %40"
         )
     try:
         parsed = make_url(given)

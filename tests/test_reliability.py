@@ -239,7 +239,9 @@ def test_the_report_and_dashboard_banner_hide_the_password(tmp_path):
     study = run_search(small_search(tmp_path, DATA_DIR, trials=1, storage=storage))
     html_path, _ = write_report(study, "postgresql://u:pa@ss@db.example/x?password=qq1", tmp_path / "r.html")
     page = html_path.read_text()
-    assert "pa@ss" not in page and "qq1" not in page and "postgresql://u:***@db.example/x" in page
+    assert "pa@ss" not in page and "qq1" not in page and "postgresql://***" in page  # two '@': all hidden
+    html_path, _ = write_report(study, "postgresql://u:pass@db.example/x?password=qq1", tmp_path / "r.html")
+    assert "postgresql://u:***@db.example/x?password=***" in html_path.read_text()
 
 
 def test_interrupt_during_the_baseline_requeues_it_and_a_rerun_trains_it(tmp_path, monkeypatch):
