@@ -140,7 +140,10 @@ def open_storage(
         except UserError:
             raise
         except Exception as error:  # noqa: BLE001 - SQLAlchemy and the drivers raise many kinds
-            raise UserError(f"cannot open storage {redact(url)}: {scrub(first_line(error), url)}") from None
+            hint = ""
+            if isinstance(error, sqlalchemy.exc.OperationalError | OSError) and location.exists:
+                hint = "; free disk space or fix the storage, then rerun the same command to resume"
+            raise UserError(f"cannot open storage {redact(url)}: {scrub(first_line(error), url)}{hint}") from None
 
 
 @contextmanager

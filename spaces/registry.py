@@ -56,8 +56,8 @@ def recorded_space(spec: object, where: str, trusted: str | None = None) -> Spac
     shown = repr(spec[:120])  # repr: a hostile name stays one line
     if trusted is not None and trusted != spec:
         raise UserError(f"{where} was made with space {shown}, not --space {trusted!r}; pass --space {shown}")
-    if spec in BUILT_IN or spec in installed() or spec == trusted:
-        return get_space(spec)
+    if spec in BUILT_IN or spec in installed() or spec == trusted or ":" not in spec:
+        return get_space(spec)  # a plain name that is none of these: get_space's "unknown space"
     raise UserError(
         f"{where} names space {shown}, which is neither built in nor installed, and a file may not choose code to "
         f"import; if you trust that module, pass --space {shown}"
