@@ -33,8 +33,9 @@ from torchvision import transforms
 from search.cpu import cpu_has_native_bf16
 from search.data import MEAN, STD, Tensors, load_mnist, resolve_data_dir
 from search.mps import mps_daemon
-from search.train import TrainSettings, resolve_device, train
+from search.train import resolve_device, train
 from spaces import get_space
+from spaces.training import TrainSettings
 
 
 class SeedStyleMnist(Dataset):

@@ -26,7 +26,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.algorithms import JUDGE_AMONG, make_pruner
-from search.options import FINISHED
+from search.states import FINISHED
 from search.storage import open_storage
 
 TOP = 5

@@ -24,8 +24,9 @@ import optuna
 import torch
 
 from search.data import Split, load_mnist, resolve_data_dir, split_train_val
-from search.train import TrainSettings, count_params, resolve_device, train
+from search.train import count_params, resolve_device, train
 from spaces import InvalidArchitecture, get_space
+from spaces.training import TrainSettings
 
 
 def sample_configs(space_name: str, count: int, epochs: int) -> list[dict]:

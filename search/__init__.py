@@ -1,51 +1,47 @@
 """mnist-search: hyperparameter and architecture search over MNIST model families.
 
-The public Python API; the ``mnist-search`` CLI is a thin layer over it. Names load on first use,
-so ``import spaces`` (which needs ``search.errors`` and ``search.train``) works first in a fresh
-interpreter. The training function is ``search.train.train``: ``search.train`` is the module.
+The public Python API; the ``mnist-search`` CLI is a thin layer over it. The training function is
+``search.train.train``: ``search.train`` is the module. The layers below the engine (``spaces``,
+with ``UserError`` and ``TrainSettings``) import nothing from here.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from search.algorithms import PRUNERS, SAMPLERS, make_pruner, make_sampler
+from search.data import Mnist, Split, Tensors, load_mnist, resolve_data_dir, split_train_val
+from search.driver import open_study, run_search
+from search.options import SearchOptions
+from search.results import format_summary, ranked_trials, trials_table
+from search.storage import Heartbeat, open_storage
+from search.train import Diverged, TrainResult, accuracy, count_params, predict, resolve_device
+from spaces.errors import UserError
+from spaces.training import TrainSettings
 
-_HOME = {
-    "PRUNERS": "algorithms",
-    "SAMPLERS": "algorithms",
-    "make_pruner": "algorithms",
-    "make_sampler": "algorithms",
-    "Mnist": "data",
-    "Split": "data",
-    "Tensors": "data",
-    "load_mnist": "data",
-    "resolve_data_dir": "data",
-    "split_train_val": "data",
-    "SearchOptions": "options",
-    "open_study": "driver",
-    "run_search": "driver",
-    "UserError": "errors",
-    "format_summary": "results",
-    "ranked_trials": "results",
-    "trials_table": "results",
-    "Heartbeat": "storage",
-    "open_storage": "storage",
-    "Diverged": "train",
-    "TrainResult": "train",
-    "TrainSettings": "train",
-    "accuracy": "train",
-    "count_params": "train",
-    "predict": "train",
-    "resolve_device": "train",
-}
-__all__ = sorted(_HOME)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _HOME:
-        raise AttributeError(f"module 'search' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"search.{_HOME[name]}"), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_HOME))
+__all__ = [
+    "PRUNERS",
+    "SAMPLERS",
+    "Diverged",
+    "Heartbeat",
+    "Mnist",
+    "SearchOptions",
+    "Split",
+    "Tensors",
+    "TrainResult",
+    "TrainSettings",
+    "UserError",
+    "accuracy",
+    "count_params",
+    "format_summary",
+    "load_mnist",
+    "make_pruner",
+    "make_sampler",
+    "open_storage",
+    "open_study",
+    "predict",
+    "ranked_trials",
+    "resolve_data_dir",
+    "resolve_device",
+    "run_search",
+    "split_train_val",
+    "trials_table",
+]

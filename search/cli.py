@@ -25,12 +25,13 @@ from search.commands import (
     report_command,
     retrain_command,
 )
-from search.driver import OBJECTIVES, SearchOptions, run_search
-from search.errors import UserError
+from search.driver import run_search
 from search.interrupts import SearchInterrupted, signal_label, signal_number, terminate_as_interrupt
+from search.options import OBJECTIVES, SearchOptions
 from search.results import format_summary
 from search.storage import ARTIFACTS_DIR, Heartbeat
 from spaces import SPACES, known_names
+from spaces.errors import UserError
 
 EXIT_USAGE = 2
 

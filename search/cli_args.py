@@ -9,10 +9,10 @@ import math
 import optuna
 
 from search.data import DATA_ENV
-from search.errors import UserError
 from search.redact import redact
 from search.storage import default_storage, open_storage
 from search.train import PRECISIONS
+from spaces.errors import UserError
 
 MAX_PORT = 65535
 

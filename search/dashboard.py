@@ -8,9 +8,9 @@ from pathlib import Path
 
 import optuna
 
-from search.errors import UserError
 from search.redact import redact
 from search.storage import artifact_store, open_storage
+from spaces.errors import UserError
 
 
 def check_port_free(host: str, port: int) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from search.errors import UserError
+from spaces.errors import UserError
 
 DATA_ENV = "MNIST_SEARCH_DATA"
 DEFAULT_DATA_DIR = "./data"

@@ -13,17 +13,15 @@ import optuna
 
 from search.algorithms import make_pruner, make_sampler
 from search.data import Split, Tensors, load_mnist, resolve_data_dir, split_train_val
-from search.errors import UserError
 from search.interrupts import SearchInterrupted, StopRequest
 from search.jobs import check_jobs, run_jobs
-from search.options import FINISHED, OBJECTIVES, SearchOptions
+from search.options import SearchOptions
 from search.redact import redact
 from search.storage import check_parallel_safe, kind_of, open_storage, storage_failures
 from search.warm_start import enqueue_warm_starts
 from search.worker import Worker
 from spaces import Budget, Space, source
-
-__all__ = ["FINISHED", "OBJECTIVES", "SearchOptions", "open_study", "run_search", "sampler_seed"]
+from spaces.errors import UserError
 
 
 def run_search(options: SearchOptions) -> optuna.Study:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from optuna.trial import FrozenTrial, TrialState
 
-from search.options import FINISHED
+from search.states import FINISHED
 
 PRIOR_TRIALS = 3
 # Of the epoch cap: the recorded 100-trial gap_cnn study (H100, median pruner from epoch 4)

@@ -13,11 +13,11 @@ import optuna
 import torch
 from torch import nn
 
-from search.errors import UserError
 from search.files import check_writable_dir, inside, write_text
 from search.results import ranked_trials, study_target
 from search.train import count_params
 from spaces import recorded_space, source
+from spaces.errors import UserError
 
 EXPORTS_DIR = Path("studies") / "exports"
 FORMAT_VERSION = 1

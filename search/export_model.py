@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from search.errors import UserError
 from search.files import check_writable_dir, write_atomic
 from search.model import Classifier, load_checkpoint
+from spaces.errors import UserError
 
 FORMATS = {"torchscript": ".torchscript.pt", "onnx": ".onnx"}
 ONNX_OPSET = 18

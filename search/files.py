@@ -19,8 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from search.errors import UserError
 from search.processes import process_alive
+from spaces.errors import UserError
 
 MAX_SLUG = 80  # file systems allow 255 bytes a name; leave room for suffixes
 MIN_FREE_BYTES = 64 * 2**20  # a retrain writes checkpoints and a ~4 MB confusion-matrix page per config

@@ -19,13 +19,13 @@ from dataclasses import asdict, replace
 import optuna
 from optuna.trial import TrialState
 
-from search.errors import UserError
 from search.interrupts import SearchInterrupted, StopRequest
 from search.mps import mps_daemon
 from search.options import SearchOptions
 from search.progress import LINES_ENV
 from search.recovery import recover_trials
 from search.train import resolve_device
+from spaces.errors import UserError
 
 STOP_GRACE_S = 20.0
 WORKER_MEMORY = 1 << 30  # a worker's resident size, rounded up: Python, torch, MNIST, one model

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from search.data import MEAN, STD
-from search.errors import UserError, first_line
 from spaces import recorded_space
+from spaces.errors import UserError, first_line
 
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format is a zip archive
 

@@ -7,16 +7,13 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from optuna.trial import TrialState
-
 from search.algorithms import PRUNERS, SAMPLERS
-from search.errors import UserError
 from search.storage import ARTIFACTS_DIR, MAX_HEARTBEAT_S, Heartbeat, default_storage
 from search.train import PRECISIONS
 from spaces import Budget, Space, get_space
+from spaces.errors import UserError
 
 OBJECTIVES = ("accuracy", "params")
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 MAX_SEED = 2**32 - 1  # numpy's samplers take 32-bit seeds
 MAX_STUDY_NAME = 128
 MAX_TRIALS = 1_000_000

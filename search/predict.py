@@ -21,8 +21,8 @@ import torch
 from PIL import Image
 
 from search.data import parse_idx
-from search.errors import UserError, first_line
 from search.model import Classifier
+from spaces.errors import UserError, first_line
 
 SIDE = 28
 BATCH = 2048

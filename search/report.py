@@ -12,10 +12,10 @@ import plotly.express as px
 import plotly.graph_objects as go
 from optuna.trial import TrialState
 
-from search.errors import UserError
 from search.files import check_writable_dir, write_text
 from search.redact import redact
 from search.results import format_target, is_feasible, state_counts, study_target, training_effort, trials_table
+from spaces.errors import UserError
 
 N_CLASSES = 10
 

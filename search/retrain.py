@@ -10,11 +10,9 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
-import plotly.express as px
-import plotly.graph_objects as go
 import torch
 from torch import nn
 
@@ -23,8 +21,12 @@ from search.estimate import format_duration
 from search.export import config_digest, to_json, versions
 from search.files import check_writable_dir, inside, slug, write_atomic, write_text
 from search.results import format_target
-from search.train import TrainSettings, count_params, predict, resolve_device, resolve_precision, train
+from search.train import count_params, predict, resolve_device, resolve_precision, train
 from spaces import known_names, recorded_space
+from spaces.training import TrainSettings
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
 
 N_CLASSES = 10
 
@@ -275,6 +277,8 @@ def classification_report(matrix: torch.Tensor) -> str:
 
 
 def confusion_figure(matrix: torch.Tensor, title: str) -> go.Figure:
+    import plotly.express as px  # only when a retrain writes its plot: every other command starts without it
+
     return px.imshow(
         matrix.numpy(), text_auto=True, color_continuous_scale="Blues", title=f"Confusion matrix: {title}",
         labels={"x": "predicted", "y": "true", "color": "images"}, x=list(range(10)), y=list(range(10)),

@@ -30,9 +30,9 @@ from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrial
 from optuna.storages.journal import JournalFileBackend
 from sqlalchemy.engine import URL, make_url
 
-from search.errors import UserError, first_line
 from search.journal import SNIFF_BYTES, looks_like_journal, repair_journal
 from search.redact import is_ambiguous, redact, scrub
+from spaces.errors import UserError, first_line
 
 STUDIES_DIR = Path("studies")
 DEFAULT_SQLITE = STUDIES_DIR / "mnist-search.db"

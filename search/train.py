@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -26,31 +26,8 @@ from search.allocator import keep_pages_mapped
 from search.augment import random_affine
 from search.cpu import BF16_MIN_FLOPS, cpu_has_native_bf16, forward_flops, swap_cpu_modules
 from search.data import Tensors, normalise, standardise
-from search.errors import UserError
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """Every training hyperparameter, in one place; the keys a space may put in a config."""
-
-    epochs: int
-    batch_size: int = 128
-    optimizer: str = "adam"  # adam | adamw | sgd
-    lr: float = 1e-3
-    momentum: float = 0.9  # sgd only
-    weight_decay: float = 0.0
-    schedule: str = "none"  # none | step (StepLR per epoch) | onecycle (per step)
-    step_size: int = 5
-    gamma: float = 0.5
-    label_smoothing: float = 0.0
-    augment: float = 0.0  # 0 off; 1 = up to ±15° rotation, ±10% shift, ±10% scale
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> TrainSettings:
-        return cls(**{k: config[k] for k in TRAIN_KEYS if k in config})
-
-
-TRAIN_KEYS = frozenset(f.name for f in fields(TrainSettings))
+from spaces.errors import UserError
+from spaces.training import TrainSettings
 
 
 class Diverged(RuntimeError):

@@ -16,12 +16,12 @@ from typing import Any
 
 import optuna
 
-from search.errors import UserError
 from search.options import MAX_SEED
 from search.redact import redact
 from search.results import ranked_trials
 from search.storage import open_storage
 from spaces import Budget, Space
+from spaces.errors import UserError
 
 STUDY_SEPARATOR = "#"  # STORAGE#STUDY: "#" never carries meaning in a storage URL or journal path
 

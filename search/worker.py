@@ -25,15 +25,17 @@ import torch
 from optuna.trial import TrialState
 
 from search.data import Tensors
-from search.errors import UserError, first_line
 from search.interrupts import SearchInterrupted, StopRequest, signal_label
-from search.options import FINISHED, SearchOptions
+from search.options import SearchOptions
 from search.processes import process_alive
 from search.progress import Progress
 from search.recovery import INTERRUPTED, recover_trials
+from search.states import FINISHED
 from search.storage import artifact_store, kind_of
-from search.train import Diverged, TrainSettings, count_params, resolve_device, resolve_precision, train
+from search.train import Diverged, count_params, resolve_device, resolve_precision, train
 from spaces import Budget, InvalidArchitecture, Space
+from spaces.errors import UserError, first_line
+from spaces.training import TrainSettings
 
 POLL_S = 1.0
 SAME_FAILURE_LIMIT = 5  # this many trials in a row failing alike (same type, same place) stop the search

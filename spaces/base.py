@@ -1,7 +1,7 @@
 """What every family module provides, and the building blocks they share.
 
 A config is one flat dict: the params Optuna suggests (model keys plus the training keys of
-``search.train.TrainSettings``). The seed baselines are configs of the same shape, so they can be
+``spaces.training.TrainSettings``). The seed baselines are configs of the same shape, so they can be
 enqueued as trial 0 and exported, retrained and compared like any other trial.
 """
 
@@ -15,8 +15,8 @@ import optuna
 import torch
 from torch import nn
 
-from search.errors import UserError
-from search.train import TRAIN_KEYS
+from spaces.errors import UserError
+from spaces.training import TRAIN_KEYS
 
 Config = dict[str, Any]
 IMAGE_SIDE = 28
@@ -52,13 +52,15 @@ class Space:
     def budget(self, max_params: int | None = None, max_epochs: int | None = None) -> Budget:
         """The family budget, tightened by user flags; looser than the family's cap is an error."""
         if max_epochs is not None and not 1 <= max_epochs <= self.max_epochs:
-            raise UserError(f"--epochs {max_epochs} is outside 1..{self.max_epochs}, the cap of space {self.name!r}")
+            raise UserError(
+                f"max_epochs {max_epochs} is outside 1..{self.max_epochs}, the cap of space {self.name!r}"
+            )
         if max_params is not None:
             if max_params < 1:
-                raise UserError(f"--max-params must be positive, got {max_params}")
+                raise UserError(f"max_params must be positive, got {max_params}")
             if self.max_params is not None and max_params > self.max_params:
                 raise UserError(
-                    f"--max-params {max_params} is over the cap of space {self.name!r} ({self.max_params}); "
+                    f"max_params {max_params} is over the cap of space {self.name!r} ({self.max_params}); "
                     "pass a smaller value"
                 )
         return Budget(

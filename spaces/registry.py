@@ -16,9 +16,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.metadata import entry_points
 
-from search.errors import UserError
 from spaces import cnn, fcn, ffn, gap_cnn
 from spaces.base import Space
+from spaces.errors import UserError
 
 ENTRY_POINT_GROUP = "mnist_search.spaces"
 IMPORT_LIMIT_S = 60.0  # a module that sleeps or waits at import time must not hang the command

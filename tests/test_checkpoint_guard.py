@@ -25,12 +25,12 @@ from PIL import Image
 import search.export_model
 import search.predict
 from search.cli import main
-from search.errors import UserError
 from search.export import export, load_record
 from search.model import load_checkpoint
 from search.predict import read_images
 from search.results import study_target
 from spaces import get_space
+from spaces.errors import UserError
 from tests.test_plugins import MY_SPACE
 
 CONFIG = get_space("ffn").baselines[0]

@@ -21,8 +21,9 @@ from search.batch_norm import FastBatchNorm2d
 from search.cpu import BF16_MIN_FLOPS, cpu_has_native_bf16, forward_flops, swap_cpu_modules
 from search.dropout import FastDropout, dropped_positions, splitmix64
 from search.estimate import PRIOR_EPOCH_FRACTION, PRIOR_TRIALS, Running, estimate, format_duration
-from search.train import TrainSettings, _optimizer, resolve_precision
+from search.train import _optimizer, resolve_precision
 from spaces import get_space
+from spaces.training import TrainSettings
 from tests.conftest import run_cli, small_search
 
 

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from search.data import Split, split_train_val
-from search.train import TrainSettings, train
+from search.train import train
 from spaces import get_space
+from spaces.training import TrainSettings
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 CUDA = torch.device("cuda")

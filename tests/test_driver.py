@@ -16,8 +16,8 @@ import search.worker
 from search import make_pruner, run_search
 from search.algorithms import JUDGE_AMONG
 from search.driver import open_study
-from search.errors import UserError
 from spaces import get_space
+from spaces.errors import UserError
 from tests.conftest import small_search
 
 

@@ -34,10 +34,10 @@ from optuna.trial import TrialState
 import search.driver
 import search.retrain
 from search.cli import main
-from search.errors import UserError
 from search.export import load_record
 from search.redact import split_user_info
 from spaces import get_space
+from spaces.errors import UserError
 from tests.conftest import DATA_DIR, small_search
 
 settings.register_profile(
@@ -431,7 +431,7 @@ def test_a_space_that_always_fails_stops_keeps_what_completed_and_leaves_nothing
     failure, tmp_path, monkeypatch
 ):
     from search import run_search
-    from search.errors import UserError
+    from spaces.errors import UserError
 
     root = Path(tempfile.mkdtemp(dir=tmp_path))
     module = f"broken_{uuid.uuid4().hex[:8]}"

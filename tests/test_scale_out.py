@@ -19,8 +19,8 @@ import pytest
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from search.errors import UserError
 from search.storage import open_storage
+from spaces.errors import UserError
 from tests.conftest import DATA_DIR, REPO
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)

@@ -6,10 +6,11 @@ import optuna
 import pytest
 import torch
 
-from search.errors import UserError
-from search.train import TRAIN_KEYS, count_params
+from search.train import count_params
 from spaces import SPACES, InvalidArchitecture, get_space
+from spaces.errors import UserError
 from spaces.fcn import hidden_widths
+from spaces.training import TRAIN_KEYS
 
 # Parameter counts of the seed documents' networks (seed 004 prints its summary: 14,320).
 SEED_PARAMS = {"ffn": [53_962], "fcn": [2_076_749], "cnn": [34_826, 93_322], "gap_cnn": [14_320]}

@@ -8,8 +8,9 @@ import torch.nn.functional as F
 
 from search.augment import random_affine
 from search.data import Tensors
-from search.train import Diverged, TrainSettings, train
+from search.train import Diverged, train
 from spaces import SPACES
+from spaces.training import TrainSettings
 
 CPU = torch.device("cpu")
 
