@@ -1,20 +1,21 @@
 """The argparse pieces every command shares: one-line usage errors with exit 2, defaults in --help,
-range-checked numbers, and the data and study flags."""
+flags built from the options' own declarations, and the data and study flags."""
 
 from __future__ import annotations
 
 import argparse
-import math
+from collections.abc import Iterable
+from dataclasses import MISSING, fields
+from typing import Any, TypeVar
 
 import optuna
 
-from search.data import DATA_ENV
+from search.flags import Flag
 from search.redact import redact
 from search.storage import default_storage, open_storage
-from search.train import PRECISIONS
 from spaces.errors import UserError
 
-MAX_PORT = 65535
+T = TypeVar("T")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -39,43 +40,42 @@ class Parser(argparse.ArgumentParser):
         return super()._get_values(action, arg_strings)
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def add_flags(parser: argparse.ArgumentParser, options: type, names: Iterable[str] | None = None) -> None:
+    """The flags of an options dataclass's fields (all that declare one, or just ``names``), each from
+    its field's own declaration; the parsed values are named after the fields."""
+    chosen = None if names is None else set(names)
+    for f in fields(options):
+        declared: Flag | None = f.metadata.get("flag")
+        if declared is None or (chosen is not None and f.name not in chosen):
+            continue
+        default = f.default_factory() if f.default is MISSING and f.default_factory is not MISSING else f.default
+        default = None if default is MISSING else default
+        kwargs: dict[str, Any] = {"dest": f.name, "help": declared.help}
+        if declared.action:
+            kwargs["action"] = declared.action
+        else:
+            kwargs |= {"type": declared.type, "choices": declared.choices, "nargs": declared.nargs}
+            kwargs |= {"metavar": declared.metavar, "required": declared.required}
+            kwargs["default"] = declared.to_flag(default) if declared.to_flag and default is not None else default
+        parser.add_argument(*declared.names, **{k: v for k, v in kwargs.items() if v is not None})
 
 
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive, finite number, got {text}")
-    return value
-
-
-def port(text: str) -> int:
-    value = positive_int(text)
-    if value > MAX_PORT:
-        raise argparse.ArgumentTypeError(f"ports run from 1 to {MAX_PORT}, got {value}")
-    return value
+def options_from_args(options: type[T], args: argparse.Namespace, **rest: Any) -> T:
+    """The dataclass from parsed flags: each value converted by its field's ``to_option``."""
+    values = dict(rest)
+    for f in fields(options):  # type: ignore[arg-type]
+        declared: Flag | None = f.metadata.get("flag")
+        if declared is not None and hasattr(args, f.name):
+            value = getattr(args, f.name)
+            values[f.name] = declared.to_option(value) if declared.to_option else value
+    return options(**values)
 
 
 def add_data_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", help=f"folder holding MNIST/raw/ (default: ${DATA_ENV}, else ./data)")
-    parser.add_argument("--no-download", dest="download", action="store_false", help="never try to download MNIST")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="training device")
-    parser.add_argument(
-        "--precision",
-        default="auto",
-        choices=PRECISIONS,
-        help="auto: bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16, AMX), else fp32",
-    )
+    """--data-dir, --no-download, --device, --precision: declared once, on SearchOptions."""
+    from search.options import SearchOptions
+
+    add_flags(parser, SearchOptions, ("data_dir", "download", "device", "precision"))
 
 
 def command_parser(command: str, description: str) -> argparse.ArgumentParser:

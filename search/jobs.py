@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, replace
+from dataclasses import replace
 
 import optuna
 from optuna.trial import TrialState
@@ -27,6 +27,8 @@ from search.recovery import recover_trials
 from search.train import resolve_device
 from spaces.errors import UserError
 
+WORKER_COMMAND = "_worker"  # hidden: what the parent starts
+WORKER_OPTIONS_ENV = "MNIST_SEARCH_WORKER_OPTIONS"  # the worker's SearchOptions, whole, as JSON
 STOP_GRACE_S = 20.0
 WORKER_MEMORY = 1 << 30  # a worker's resident size, rounded up: Python, torch, MNIST, one model
 WORKERS_PER_CORE = 4
@@ -65,8 +67,8 @@ def run_jobs(options: SearchOptions, url: str, study: optuna.Study) -> None:
             print(f"{options.jobs} workers share the GPU {how}")
         processes = [
             subprocess.Popen(
-                [sys.executable, "-m", "search.cli", *worker_argv(replace(worker_options, worker_index=i + 1))],
-                env=env | mps_env,
+                [sys.executable, "-m", "search.cli", WORKER_COMMAND],
+                env=env | mps_env | {WORKER_OPTIONS_ENV: replace(worker_options, worker_index=i + 1).to_json()},
                 preexec_fn=_die_with_parent(os.getpid()),
             )
             for i in range(options.jobs)
@@ -118,20 +120,3 @@ def _die_with_parent(parent: int):  # noqa: ANN202 - a preexec_fn
             os._exit(1)
 
     return arrange
-
-
-def worker_argv(options: SearchOptions) -> list[str]:
-    """The CLI arguments that reproduce ``options`` in a worker process (``--flag=value``, so a value
-    that starts with a dash stays a value)."""
-    argv = ["search"]
-    defaults = asdict(SearchOptions(space=options.space))
-    for key, value in asdict(options).items():
-        if key in ("heartbeat", "download", "mps", "quiet", "objectives") or value == defaults[key]:
-            continue
-        argv.append(f"--{key.replace('_', '-')}={'' if value is None else value}")  # "": off
-    argv += [f"--space={options.space}", "--objectives", *options.objectives]
-    argv.append(f"--heartbeat={options.heartbeat.interval}")
-    argv += [flag for flag, on in (("--no-download", not options.download), ("--no-mps", not options.mps)) if on]
-    if options.quiet:
-        argv.append("--quiet")
-    return argv

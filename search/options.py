@@ -1,56 +1,192 @@
-"""What one search run is asked to do: ``SearchOptions``, mapped one to one onto the CLI flags, and
-their checks, all made before any data loads or storage opens."""
+"""What one search run is asked to do: ``SearchOptions``, each field with its own flag, and their
+checks (``validate``), all made before any data loads or storage opens."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
-from search.algorithms import PRUNERS, SAMPLERS
+from search.algorithms import PRUNE_FROM_EPOCH, PRUNERS, SAMPLERS
+from search.data import DATA_ENV
+from search.flags import flag, positive_float, positive_int
 from search.storage import ARTIFACTS_DIR, MAX_HEARTBEAT_S, Heartbeat, default_storage
 from search.train import PRECISIONS
-from spaces import Budget, Space, get_space
+from spaces import SPACES, Budget, Space, get_space, known_names
 from spaces.errors import UserError
 
 OBJECTIVES = ("accuracy", "params")
+DEVICES = ("auto", "cpu", "cuda")
 MAX_SEED = 2**32 - 1  # numpy's samplers take 32-bit seeds
 MAX_STUDY_NAME = 128
 MAX_TRIALS = 1_000_000
 STUDY_NAME = re.compile(r"[^\x00-\x1f\x7f]+")  # printable: it is shown, logged and slugged into file names
 
 
+def _default_targets() -> str:
+    return ", ".join(f"{name} {space.target * 100:g}%%" for name, space in SPACES.items())
+
+
 @dataclass(frozen=True)
 class SearchOptions:
-    """Everything one search run needs; the CLI flags map onto these one to one."""
+    """Everything one search run needs. Each field declares its own flag (``flag(...)``), so the CLI's
+    parser is built from this class, and ``--jobs`` workers receive the options whole, as JSON."""
 
-    space: str
-    trials: int = 100
-    storage: str | None = None
-    study_name: str | None = None
-    sampler: str = "tpe"
-    pruner: str = "median"
-    prune_from_epoch: int | None = None  # the median pruner's first judging epoch (None: its default)
-    seed: int = 0
-    timeout: float | None = None
-    max_epochs: int | None = None
-    max_params: int | None = None
-    objectives: tuple[str, ...] = ("accuracy",)
-    data_dir: str | None = None
-    download: bool = True
-    device: str = "auto"
-    precision: str = "auto"  # auto: bf16 on CUDA and on CPUs with native bf16, else fp32
-    target: float | None = None  # test accuracy to beat; None: the space's own
-    warm_start: tuple[str, ...] = ()  # STORAGE#STUDY or exported .json files: their configs go first
-    warm_start_top: int = 5  # from each study source, its best this many
-    train_subset: int | None = None
-    val_size: int = 10_000
-    jobs: int = 1
-    mps: bool = True  # --jobs on a GPU: run the workers under CUDA MPS when the driver has it
-    worker_index: int = 0
-    heartbeat: Heartbeat = field(default_factory=Heartbeat)
-    artifacts: str | None = str(ARTIFACTS_DIR)  # learning curves for the dashboard; None: keep none
-    quiet: bool = False
+    space: str = field(
+        metadata=flag(
+            "--space",
+            required=True,
+            help=f"model family: {', '.join(known_names())}, or your own as package.module:NAME (docs/spaces.md)",
+        )
+    )
+    trials: int = field(
+        default=100,
+        metadata=flag("--trials", type=positive_int, help="finished trials wanted in the study, across reruns"),
+    )
+    storage: str | None = field(
+        default=None,
+        metadata=flag(
+            "--storage",
+            help="Optuna storage: an RDB URL or a journal file path "
+            "(default: sqlite:///studies/mnist-search.db; studies/mnist-search.journal with --jobs > 1)",
+        ),
+    )
+    study_name: str | None = field(
+        default=None, metadata=flag("--study-name", help="study name (default: the space, plus any budget flags)")
+    )
+    sampler: str = field(default="tpe", metadata=flag("--sampler", choices=SAMPLERS, help="Optuna sampler"))
+    pruner: str = field(default="median", metadata=flag("--pruner", choices=PRUNERS, help="Optuna pruner"))
+    prune_from_epoch: int | None = field(
+        default=None,
+        metadata=flag(
+            "--prune-from-epoch",
+            type=positive_int,
+            help=f"median pruner: the first epoch at which a trial may be stopped (default: {PRUNE_FROM_EPOCH})",
+        ),
+    )
+    seed: int = field(
+        default=0, metadata=flag("--seed", type=int, help="sampler seed (0 to 2**32-1); trial k trains with seed + k")
+    )
+    timeout: float | None = field(
+        default=None,
+        metadata=flag("--timeout", type=positive_float, help="stop starting trials after this many seconds"),
+    )
+    max_epochs: int | None = field(
+        default=None,
+        metadata=flag(
+            "--epochs",
+            "--max-epochs",
+            type=positive_int,
+            help="cap on epochs per trial, within the family cap (gap_cnn: 20; others: 30)",
+        ),
+    )
+    max_params: int | None = field(
+        default=None,
+        metadata=flag(
+            "--max-params", type=positive_int, help="parameter budget, within the family cap (gap_cnn: 19,999)"
+        ),
+    )
+    objectives: tuple[str, ...] = field(
+        default=("accuracy",),
+        metadata=flag(
+            "--objectives",
+            nargs="+",
+            choices=OBJECTIVES,
+            help="'accuracy', or 'accuracy params' for the Pareto front (no pruning)",
+            to_option=tuple,
+            to_flag=list,
+        ),
+    )
+    data_dir: str | None = field(
+        default=None, metadata=flag("--data-dir", help=f"folder holding MNIST/raw/ (default: ${DATA_ENV}, else ./data)")
+    )
+    download: bool = field(
+        default=True, metadata=flag("--no-download", action="store_false", help="never try to download MNIST")
+    )
+    device: str = field(default="auto", metadata=flag("--device", choices=DEVICES, help="training device"))
+    precision: str = field(
+        default="auto",
+        metadata=flag(
+            "--precision",
+            choices=PRECISIONS,
+            help="auto: bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16, AMX), else fp32",
+        ),
+    )
+    target: float | None = field(
+        default=None,
+        metadata=flag(
+            "--target",
+            type=float,
+            help=f"test accuracy the study must beat, as a fraction (default: the space's own: {_default_targets()})",
+        ),
+    )
+    warm_start: tuple[str, ...] = field(
+        default=(),
+        metadata=flag(
+            "--warm-start",
+            nargs="+",
+            metavar="SOURCE",
+            help="start from known configs: STORAGE#STUDY (its best --warm-start-top) or exported .json files; "
+            "each is checked against this study's space and budget",
+            to_option=tuple,
+        ),
+    )
+    warm_start_top: int = field(
+        default=5, metadata=flag("--warm-start-top", type=positive_int, help="configs taken from each study source")
+    )
+    train_subset: int | None = field(
+        default=None,
+        metadata=flag("--train-subset", type=positive_int, help="train on only this many images (quick runs, tests)"),
+    )
+    val_size: int = field(
+        default=10_000,
+        metadata=flag("--val-size", type=positive_int, help="validation images carved from the 60k training set"),
+    )
+    jobs: int = field(
+        default=1, metadata=flag("--jobs", type=positive_int, help="worker processes on this machine (and GPU)")
+    )
+    mps: bool = field(
+        default=True,
+        metadata=flag("--no-mps", action="store_false", help="--jobs on a GPU: do not start CUDA MPS for the workers"),
+    )
+    worker_index: int = 0  # set by the --jobs parent for each worker; no flag
+    heartbeat: Heartbeat = field(
+        default_factory=Heartbeat,
+        metadata=flag(
+            "--heartbeat",
+            type=positive_int,
+            help="seconds between heartbeats of a running trial (RDB storages); stale after 3 missed",
+            to_option=lambda interval: Heartbeat(interval, 3 * interval),
+            to_flag=lambda heartbeat: heartbeat.interval,
+        ),
+    )
+    artifacts: str | None = field(
+        default=str(ARTIFACTS_DIR),
+        metadata=flag(
+            "--artifacts",
+            help="artifact folder for per-trial learning curves ('' for none)",
+            to_option=lambda folder: folder or None,
+        ),
+    )
+    quiet: bool = field(
+        default=False, metadata=flag("--quiet", action="store_true", help="no progress output; only the final table")
+    )
+
+    def to_json(self) -> str:
+        """Every field, exactly: what a --jobs worker receives."""
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> SearchOptions:
+        values = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        if not isinstance(values, dict) or set(values) - known:
+            raise UserError("the worker's options are not those of this mnist-search; reinstall it")
+        values["heartbeat"] = Heartbeat(**values["heartbeat"])
+        for name in ("objectives", "warm_start"):
+            values[name] = tuple(values[name])
+        return cls(**values)
 
     @property
     def multi_objective(self) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+from dataclasses import fields
 from pathlib import Path
 
 import optuna
@@ -190,20 +191,40 @@ def test_jobs_run_worker_processes_on_the_journal_file(tmp_path):
     assert not (tmp_path / "studies" / "mnist-search.db").exists()
 
 
-def test_worker_arguments_reproduce_every_option():
+def test_workers_receive_every_option_whole():
     from search import Heartbeat, SearchOptions
-    from search.cli import options_from_args, search_parser
-    from search.jobs import worker_argv
 
     options = SearchOptions(
         space="gap_cnn", trials=7, storage="x.journal", study_name="s", sampler="random", pruner="sha", seed=3,
         prune_from_epoch=3, timeout=5.0, max_epochs=4, max_params=9000, objectives=("accuracy", "params"),
-        data_dir="/d", download=False, mps=False, device="cpu", train_subset=100, val_size=50, worker_index=2,
-        heartbeat=Heartbeat(2, 6), quiet=True, artifacts=None,
+        data_dir="/d", download=False, device="cpu", precision="fp32", target=0.95, warm_start=("a.json", "b#c"),
+        warm_start_top=2, train_subset=100, val_size=50, jobs=3, mps=False, worker_index=2,
+        heartbeat=Heartbeat(2, 7), artifacts=None, quiet=True,
     )  # fmt: skip
-    argv = worker_argv(options)
-    assert argv[0] == "search"
-    assert options_from_args(search_parser().parse_args(argv[1:])) == options
+    defaults = SearchOptions(space="x")
+    unchanged = [f.name for f in fields(SearchOptions) if getattr(options, f.name) == getattr(defaults, f.name)]
+    assert unchanged == [], f"set every field to a value other than its default: {unchanged}"
+    assert SearchOptions.from_json(options.to_json()) == options  # a heartbeat grace of 7, not 3 x 2, included
+
+
+def test_every_flag_of_the_search_comes_from_its_field():
+    from search import SearchOptions
+    from search.cli import search_parser
+    from search.cli_args import options_from_args
+
+    argv = [
+        "--space=gap_cnn", "--trials=7", "--storage=x.journal", "--study-name=-s", "--sampler=random", "--pruner=sha",
+        "--prune-from-epoch=3", "--seed=3", "--timeout=5", "--max-epochs=4", "--max-params=9000", "--objectives",
+        "accuracy", "params", "--data-dir=/d", "--no-download", "--device=cpu", "--precision=fp32", "--target=0.95",
+        "--warm-start", "a.json", "b#c", "--warm-start-top=2", "--train-subset=100", "--val-size=50", "--jobs=3",
+        "--no-mps", "--heartbeat=2", "--artifacts=", "--quiet",
+    ]  # fmt: skip
+    options = options_from_args(SearchOptions, search_parser().parse_args(argv))
+    defaults = SearchOptions(space="x")
+    flagged = [f.name for f in fields(SearchOptions) if "flag" in f.metadata]
+    assert [n for n in flagged if getattr(options, n) == getattr(defaults, n)] == []
+    assert options.heartbeat.grace == 6 and options.artifacts is None and options.objectives == ("accuracy", "params")
+    assert {f.name for f in fields(SearchOptions)} - set(flagged) == {"worker_index"}
 
 
 @pytest.mark.parametrize("command", [[], ["search"], ["export"], ["retrain"], ["report"], ["dashboard"]])
