@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any, Literal
 
 import numpy as np
 import optuna
@@ -22,6 +23,8 @@ from search.warm_start import enqueue_warm_starts
 from search.worker import Worker
 from spaces import Budget, Space, source
 from spaces.errors import UserError
+
+Direction = Literal["minimize", "maximize"]
 
 
 def run_search(options: SearchOptions) -> optuna.Study:
@@ -81,8 +84,10 @@ def open_study(options: SearchOptions, space: Space, budget: Budget, url: str) -
     """
     storage = open_storage(url, options.heartbeat, writable=True)
     name = options.study_name or options.default_study_name()
-    directions = ["maximize", "minimize"] if options.multi_objective else ["maximize"]
-    expected = {
+    directions: list[Literal["minimize", "maximize"]] = (
+        ["maximize", "minimize"] if options.multi_objective else ["maximize"]
+    )
+    expected: dict[str, Any] = {
         "space": options.space,  # what finds the space again: a built-in name or package.module:NAME
         **Split(options.val_size, 0, options.train_subset).as_attrs(),
         "max_params": budget.max_params,
@@ -159,7 +164,7 @@ def _refuse_foreign(study: optuna.Study, url: str) -> None:
         )
 
 
-def _check_settings(study: optuna.Study, expected: dict, directions: list[str], url: str) -> None:
+def _check_settings(study: optuna.Study, expected: dict, directions: Sequence[Direction], url: str) -> None:
     """The settings the study recorded (those it has) agree with this run's."""
     name = study.study_name
     recorded = study.user_attrs

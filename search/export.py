@@ -55,7 +55,7 @@ def trial_record(study: optuna.Study, trial: optuna.trial.FrozenTrial, trusted: 
     return {
         "format": FORMAT_VERSION,
         "space": spec,
-        "space_source": study.user_attrs.get("space_source") or source(spec),
+        "space_source": study.user_attrs.get("space_source") or source(space.name if spec is None else str(spec)),
         "study": study.study_name,
         "trial": trial.number,
         "baseline": bool(trial.user_attrs.get("baseline")),

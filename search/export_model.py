@@ -75,4 +75,6 @@ def _onnx_bytes(model: Classifier) -> bytes:
         dynamo=True,
         verbose=False,
     )
+    if program is None:  # only without dynamo=True
+        raise UserError("torch.onnx.export returned no program; update torch")
     return program.model_proto.SerializeToString()

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 
 import optuna
@@ -61,7 +61,8 @@ def run_jobs(options: SearchOptions, url: str, study: optuna.Study) -> None:
     worker_options = replace(options, storage=url, study_name=study.study_name, jobs=1, mps=True, warm_start=())
     use_mps = options.mps and resolve_device(options.device).type == "cuda"
     stop = StopRequest()
-    with stop.handling(), mps_daemon() if use_mps else nullcontext({}) as mps_env:
+    environment: AbstractContextManager[dict[str, str]] = mps_daemon() if use_mps else nullcontext({})
+    with stop.handling(), environment as mps_env:
         if use_mps and not options.quiet:
             how = "under CUDA MPS" if mps_env else "without MPS (none found)"
             print(f"{options.jobs} workers share the GPU {how}")

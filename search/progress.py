@@ -42,7 +42,8 @@ class Progress:
 
     def _tick(self) -> None:
         while not self._stop_ticking.wait(TICK_S):
-            self.bar.refresh()
+            if self.bar is not None:
+                self.bar.refresh()
 
     def _say_how_long_is_left(self) -> None:
         """A resumed study with a few trials behind it: one line up front."""
@@ -79,9 +80,9 @@ class Progress:
             self.bar.set_description(f"trial {number} epoch {epoch}/{epochs} val {accuracy:.4f}", refresh=False)
             self.bar.set_postfix_str(self.status + self._estimate())
 
-    def trial_done(self, number: int, state: str, accuracy: float | None, params: int, reason: str = "") -> None:
+    def trial_done(self, number: int, state: str, accuracy: float | None, params: int | None, reason: str = "") -> None:
         # This trial is not yet told to the storage: count it, and its epochs, by hand.
-        ended = self.running or Running(0.0, 0)
+        ended: Running | None = self.running or Running(0.0, 0)
         ended = ended if state != "FAIL" else None  # failed trials are not part of the study's mix
         self.running = None
         if self.quiet:

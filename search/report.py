@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pandas as pd
@@ -56,7 +57,7 @@ def study_figures(study: optuna.Study) -> list[tuple[str, go.Figure]]:
     """optuna.visualization's own figures; the ones a study cannot draw yet are skipped."""
     vis = optuna.visualization
     multi = len(study.directions) > 1
-    target = {"target": (lambda t: t.values[0]), "target_name": "val accuracy"} if multi else {}
+    target: dict[str, Any] = {"target": (lambda t: t.values[0]), "target_name": "val accuracy"} if multi else {}
     makers = [
         ("Optimization history", lambda: vis.plot_optimization_history(study, **target)),
         ("Intermediate values (pruning)", lambda: vis.plot_intermediate_values(study)),

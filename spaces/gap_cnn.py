@@ -39,7 +39,8 @@ POOLS = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d}
 def suggest(trial: optuna.Trial, budget: Budget) -> Config:
     # Conv parameters grow with width squared: under a tighter --max-params the width ranges
     # shrink by the square root of the ratio, so fewer trials are spent on networks over budget.
-    scale = math.sqrt(budget.max_params / SPACE.max_params) if budget.max_params else 1.0
+    family_cap = SPACE.max_params or budget.max_params
+    scale = math.sqrt(budget.max_params / family_cap) if budget.max_params and family_cap else 1.0
 
     def width(name: str, low: int, high: int) -> int:
         return trial.suggest_int(name, low, max(low, 2 * round(high * scale / 2)), step=2)
