@@ -65,7 +65,8 @@ def _run(options: SearchOptions) -> int:
         return stopped.exit_status
     except KeyboardInterrupt as stop:  # before the first trial: checking the options or loading data
         signum = signal_number(stop)
-        print(f"\ninterrupted ({signal_label(signum)}) before any trial started; rerun to start", file=sys.stderr)
+        if options.worker_index == 0:  # a --jobs parent speaks for its workers
+            print(f"\ninterrupted ({signal_label(signum)}) before any trial started; rerun to start", file=sys.stderr)
         return 128 + signum
     if options.worker_index == 0:  # workers of --jobs leave the table to their parent
         print(format_summary(study))

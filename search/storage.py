@@ -205,6 +205,8 @@ def _locate_sqlite_url(given: str, writable: bool) -> Location:
         parsed = make_url(given)
     except Exception:  # noqa: BLE001 - the parser's message may quote the URL
         raise UserError(f"cannot parse storage URL {redact(given)}; write it as sqlite:///PATH") from None
+    if writable and parsed.query.get("mode") == "ro":
+        raise UserError(f"{redact(given)} asks for a read-only database (mode=ro); drop mode=ro to search or retrain")
     database = parsed.database or ""
     if parsed.query.get("uri") in ("true", "1") and database.startswith("file:"):
         database = database.removeprefix("file:")
