@@ -16,14 +16,16 @@ import optuna
 import torch
 from torch import nn
 
+from search.cpu import configure_process
 from search.data import Split, Tensors, load_mnist, resolve_data_dir, split_train_val
 from search.estimate import format_duration
 from search.export import config_digest, to_json, versions
 from search.files import check_writable_dir, inside, slug, write_atomic, write_text
+from search.profile import DeviceProfile
 from search.results import format_target
-from search.train import count_params, predict, resolve_device, resolve_precision, train
+from search.run import Run
+from search.train import predict, resolve_device
 from spaces import known_names, recorded_space
-from spaces.training import TrainSettings
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -95,35 +97,24 @@ def retrain(
     else:
         train_set, eval_set = mnist.train, mnist.test
     run_device = resolve_device(device)
+    configure_process(run_device)  # an entry point, as a search's worker is
     train_set, eval_set = train_set.to(run_device), eval_set.to(run_device)  # once, for every seed
     result = RetrainResult(
         name=name, space=space.name, params=0, epochs=config["epochs"], seeds=list(seeds), accuracies=[],
         evaluated_on="val" if on_search_split else "test", seconds=0.0, baseline=bool(record.get("baseline")),
         precision="", device=str(run_device), target=record.get("target") or space.target,
     )  # fmt: skip
-    settings = TrainSettings.from_config(config)
     for seed in seeds:
-        torch.manual_seed(seed)
-        model = space.build(config)
-        result.params = count_params(model)
-        result.precision = resolve_precision(run_device, precision, model)
-        on_epoch = _epoch_lines(f"{name} seed {seed}", result.evaluated_on, settings.epochs) if progress else None
-        run = train(
-            model,
-            train_set,
-            eval_set,
-            settings,
-            device=run_device,
-            seed=seed,
-            precision=result.precision,
-            on_epoch=on_epoch,
-        )
-        result.accuracies.append(run.accuracy)
-        result.seconds += run.seconds
+        run = Run.build(space, config, seed=seed, device=run_device, precision=precision)
+        result.params, result.precision = run.params, run.profile.precision
+        on_epoch = _epoch_lines(f"{name} seed {seed}", result.evaluated_on, config["epochs"]) if progress else None
+        trained = run.train(train_set, eval_set, on_epoch)
+        result.accuracies.append(trained.accuracy)
+        result.seconds += trained.seconds
         if out_dir is not None:
             stem = inside(out_dir, name, f"seed{seed}")
             _save_artifacts(
-                stem, model, record, run.accuracies, eval_set, run_device, result.precision, plot=seed == seeds[0]
+                stem, trained.model, record, trained.accuracies, eval_set, run.profile, plot=seed == seeds[0]
             )
             result.checkpoints.append(Path(f"{stem}.pt"))
     if out_dir is not None:
@@ -215,23 +206,23 @@ def attach_checkpoints(study: optuna.Study, result: RetrainResult, store: Any) -
 
 def _save_artifacts(
     stem: Path,
-    model: nn.Module,
+    trained: nn.Module,
     record: Mapping[str, Any],
     curve: list[float],
     eval_set: Tensors,
-    device: torch.device,
-    precision: str,
+    profile: DeviceProfile,
     plot: bool,
 ) -> None:
-    """Checkpoint (state_dict + config, loadable with weights_only=True), metrics, per-class report,
-    and (for the first seed: each page carries plotly, ~4 MB) a self-contained confusion-matrix plot."""
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    """Checkpoint (``trained``'s state_dict + config, loadable with weights_only=True), metrics,
+    per-class report, and (for the first seed: each page carries plotly, ~4 MB) a self-contained
+    confusion-matrix plot. ``trained``: the module training returned, on the profile's device."""
+    state = {k: v.detach().cpu() for k, v in trained.state_dict().items()}
     checkpoint = {"state_dict": state, "space": record["space"], "config": record["config"]}
     write_atomic(Path(f"{stem}.pt"), lambda file: torch.save(checkpoint, file))
-    matrix = confusion_matrix(predict(model, eval_set, device, precision).cpu(), eval_set.labels.cpu())
+    matrix = confusion_matrix(predict(trained, eval_set, profile).cpu(), eval_set.labels.cpu())
     metrics = {
         "accuracy": curve[-1], "accuracy_per_epoch": curve, "confusion_matrix": matrix.tolist(),
-        "device": str(device), "precision": precision, **versions(),
+        "device": str(profile.device), "precision": profile.precision, **versions(),
     }  # fmt: skip
     write_text(Path(f"{stem}.metrics.json"), to_json(metrics))
     write_text(Path(f"{stem}.report.txt"), classification_report(matrix))
