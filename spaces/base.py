@@ -52,9 +52,7 @@ class Space:
     def budget(self, max_params: int | None = None, max_epochs: int | None = None) -> Budget:
         """The family budget, tightened by user flags; looser than the family's cap is an error."""
         if max_epochs is not None and not 1 <= max_epochs <= self.max_epochs:
-            raise UserError(
-                f"max_epochs {max_epochs} is outside 1..{self.max_epochs}, the cap of space {self.name!r}"
-            )
+            raise UserError(f"max_epochs {max_epochs} is outside 1..{self.max_epochs}, the cap of space {self.name!r}")
         if max_params is not None:
             if max_params < 1:
                 raise UserError(f"max_params must be positive, got {max_params}")
