@@ -30,9 +30,10 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from search.cpu import cpu_has_native_bf16
+from search.cpu import configure_process, cpu_has_native_bf16
 from search.data import MEAN, STD, Tensors, load_mnist, resolve_data_dir
 from search.mps import mps_daemon
+from search.profile import DeviceProfile
 from search.train import resolve_device, train
 from spaces import get_space
 from spaces.training import TrainSettings
@@ -88,12 +89,16 @@ def seed_style_epoch_seconds(config: dict, data: Tensors, device: torch.device, 
 def project_epoch_seconds(
     config: dict, data: Tensors, val: Tensors, device: torch.device, epochs: int, **loop: bool
 ) -> float:
-    """Seconds per epoch of search.train.train's training steps (the validation pass excluded)."""
+    """Seconds per epoch of search.train.train's training steps (the validation pass excluded);
+    ``loop``: the profile's switches (precision, cuda_graph, channels_last)."""
     space = get_space(config["space"])
     warm = TrainSettings.from_config(config | {"epochs": 1})
-    train(space.build(config), data, val, warm, device=device, **loop)
+    model = space.build(config)
+    train(model, data, val, warm, profile=DeviceProfile.resolve(device, model=model, **loop))
     settings = TrainSettings.from_config(config | {"epochs": epochs})
-    return train(space.build(config), data, val, settings, device=device, **loop).train_seconds / epochs
+    model = space.build(config)
+    result = train(model, data, val, settings, profile=DeviceProfile.resolve(device, model=model, **loop))
+    return result.train_seconds / epochs
 
 
 # The loop's CUDA switches, each measured against the default (graph, bf16, channels-last).
@@ -112,13 +117,20 @@ CPU_VARIANTS = {**CPU_FP32, "bf16 autocast, channels-last": {"precision": "bf16"
 def _job(args: tuple) -> float:
     config, data_dir, n_train, device_name, epochs, barrier, threads = args
     device = resolve_device(device_name)
+    configure_process(device)  # as each --jobs worker does
     torch.set_num_threads(threads)  # as --jobs does: the cores shared out, never oversubscribed
     data, val = _data(data_dir, n_train)
     space = get_space(config["space"])
-    train(space.build(config), data, val, TrainSettings.from_config(config | {"epochs": 1}), device=device)
+
+    def trial(epochs_now: int) -> None:
+        model = space.build(config)
+        settings = TrainSettings.from_config(config | {"epochs": epochs_now})
+        train(model, data, val, settings, profile=DeviceProfile.resolve(device, model=model))
+
+    trial(1)
     barrier.wait()
     start = time.perf_counter()
-    train(space.build(config), data, val, TrainSettings.from_config(config | {"epochs": epochs}), device=device)
+    trial(epochs)
     return time.perf_counter() - start
 
 
@@ -194,6 +206,7 @@ def main() -> None:
     args = p.parse_args()
 
     device = resolve_device(args.device)
+    configure_process(device)  # as the CLI's search and retrain do: the loop measured is theirs
     config = get_space(args.space).baselines[0] | {"space": args.space}
     data, val = _data(args.data_dir, args.train_images)
     if device.type == "cuda":

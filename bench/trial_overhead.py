@@ -23,7 +23,9 @@ from pathlib import Path
 import optuna
 import torch
 
+from search.cpu import configure_process
 from search.data import Split, load_mnist, resolve_data_dir, split_train_val
+from search.profile import DeviceProfile
 from search.train import count_params, resolve_device, train
 from spaces import InvalidArchitecture, get_space
 from spaces.training import TrainSettings
@@ -55,7 +57,7 @@ def epoch_seconds(space_name: str, config: dict, data: tuple, device: torch.devi
         model,
         *data,
         TrainSettings.from_config(config),
-        device=device,
+        profile=DeviceProfile.resolve(device, model=model),  # as a trial resolves it: timed too
         on_epoch=lambda *_: stamps.append(time.perf_counter()),
     )
     return [b - a for a, b in itertools.pairwise(stamps)]
@@ -79,6 +81,7 @@ def main() -> None:
         p.error("--epochs must be at least 2: the later epochs are the baseline")
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     device = resolve_device(args.device)
+    configure_process(device)  # as a search's worker does
     mnist = load_mnist(resolve_data_dir(args.data_dir), download=False)
     data = split_train_val(mnist.train, Split(args.val_size, 0, args.train_subset))
     data = tuple(part.to(device) for part in data)

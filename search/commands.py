@@ -9,12 +9,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from search.artifacts import attach_checkpoints
 from search.cli_args import add_data_flags, add_study_flags, command_parser, load_study
 from search.dashboard import serve_dashboard
 from search.export import EXPORTS_DIR, export, load_record, select_trials, trial_record
 from search.files import inside
 from search.flags import port, positive_int
-from search.retrain import attach_checkpoints, format_retrain, retrain
+from search.retrain import format_retrain, retrain
 from search.storage import ARTIFACTS_DIR, artifact_store, default_storage
 
 

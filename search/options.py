@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass, field, fields
 from search.algorithms import PRUNE_FROM_EPOCH, PRUNERS, SAMPLERS
 from search.data import DATA_ENV
 from search.flags import flag, positive_float, positive_int
+from search.profile import PRECISIONS
 from search.storage import ARTIFACTS_DIR, MAX_HEARTBEAT_S, Heartbeat, default_storage
-from search.train import PRECISIONS
 from spaces import SPACES, Budget, Space, get_space, known_names
 from spaces.errors import UserError
 

@@ -104,7 +104,8 @@ class Progress:
             return
         value = f"val {accuracy:.4f}" if accuracy is not None else "val -"
         note = f"  ({reason})" if state == "FAIL" else ""
-        head = f"trial {number:>4} {state:<10} {value:<10}  params {params:>9,}"
+        shown = "?" if params is None else f"{params:,}"
+        head = f"trial {number:>4} {state:<10} {value:<10}  params {shown:>9}"
         print(f"{head}  | {done}/{self.total} finished · {self.status}{self._estimate(ended)}{note}", flush=True)
 
     def close(self) -> None:

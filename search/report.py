@@ -18,8 +18,6 @@ from search.redact import redact
 from search.results import format_target, is_feasible, state_counts, study_target, training_effort, trials_table
 from spaces.errors import UserError
 
-N_CLASSES = 10
-
 
 def pareto_frame(storage: optuna.storages.BaseStorage | str) -> pd.DataFrame:
     """Every completed feasible trial of every study in the storage: accuracy, parameters, front."""

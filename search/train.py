@@ -22,10 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from search.allocator import keep_pages_mapped
 from search.augment import random_affine
-from search.cpu import BF16_MIN_FLOPS, cpu_has_native_bf16, forward_flops, swap_cpu_modules
 from search.data import Tensors, normalise, standardise
+from search.profile import DeviceProfile
 from spaces.errors import UserError
 from spaces.training import TrainSettings
 
@@ -36,11 +35,10 @@ class Diverged(RuntimeError):
 
 @dataclass
 class TrainResult:
+    model: nn.Module  # the trained module: the profile's copy of the caller's model
     accuracies: list[float] = field(default_factory=list)  # evaluation accuracy after each epoch
-    losses: list[float] = field(default_factory=list)  # mean training loss of each epoch
     seconds: float = 0.0  # wall time, evaluation included
     train_seconds: float = 0.0  # training steps only
-    images_per_second: float = 0.0  # training throughput
 
     @property
     def accuracy(self) -> float:
@@ -48,7 +46,6 @@ class TrainResult:
 
 
 EpochCallback = Callable[[int, float], None]
-PRECISIONS = ("auto", "fp32", "bf16")
 GRAPH_WARMUP_STEPS = 3  # eager steps first: optimizer state and cuDNN/cuBLAS set up outside capture
 
 
@@ -71,34 +68,42 @@ def train(
     eval_set: Tensors,
     settings: TrainSettings,
     *,
-    device: torch.device,
+    profile: DeviceProfile,
     seed: int = 0,
     on_epoch: EpochCallback | None = None,
-    cuda_graph: bool = True,
-    precision: str = "auto",
-    channels_last: bool = True,
 ) -> TrainResult:
-    """Train ``model`` on ``train_set`` and evaluate on ``eval_set`` after every epoch.
+    """Train a copy of ``model`` on ``train_set`` and evaluate it on ``eval_set`` after every epoch.
 
-    ``on_epoch(epoch, accuracy)`` may raise (``optuna.TrialPruned``) to stop early. On CUDA the
-    step runs as a CUDA graph after a few eager warm-up steps, in bf16 autocast with channels-last
-    weights; on a CPU with native bf16, in bf16 autocast with channels-last weights (see
-    ``resolve_precision``). The switches exist for the benchmark, which measures each of them.
+    ``profile`` (``DeviceProfile.resolve(device, precision, model)``) says how: on CUDA the step
+    runs as a CUDA graph after a few eager warm-up steps, in bf16 autocast with channels-last
+    weights; on a CPU with native bf16, in bf16 autocast with channels-last weights for models that
+    gain from it, with the CPU's fast dropout and batch norm and fused optimizers. The trained
+    weights are in ``result.model``, the profile's copy; ``model`` is left as it was, and
+    ``model.load_state_dict(result.model.state_dict())`` puts them into it (the keys are the same).
+
+    ``on_epoch(epoch, accuracy)`` may raise (``optuna.TrialPruned``) to stop early. ``seed`` fixes
+    the batch order and the global generator that dropout and augmentation draw from.
+
+    Called from Python, this is the loop a search and a retrain run, step for step. What it does
+    not do is change the process: the entry points call ``search.cpu.configure_process(device)``
+    first, which caps oneDNN's kernel cache (memory, over a search's many shapes) and keeps glibc's
+    heap mapped between steps (a GAP CNN's CPU step at batch 512 was about a fifth faster for it);
+    a Python caller training on the CPU calls it once too, for the same speed.
     """
+    device = profile.device
     torch.manual_seed(seed)  # also the CUDA generator that dropout and augmentation draw from
     generator = torch.Generator(device=device).manual_seed(seed)  # batch order
+    # A no-op for data already there: the worker and retrain move it once, for every run.
     train_set, eval_set = train_set.to(device), eval_set.to(device)
-    precision = resolve_precision(device, precision, model)  # also for the evaluation passes below
-    bf16 = precision == "bf16"
-    model = _prepare(model, device, channels_last and (device.type == "cuda" or bf16))
+    model = profile.prepare(model)
     n = len(train_set)
     batch_size = min(settings.batch_size, n)
     steps = n // batch_size  # drop the ragged last batch: a batch of one breaks BatchNorm
-    optimizer = _optimizer(model, settings, device)
+    optimizer = profile.optimizer(model, settings)
     scheduler = _scheduler(optimizer, settings, steps)
-    autocast = _autocast(device, bf16)
+    autocast = profile.autocast()
     loss_sum = torch.zeros((), device=device)
-    rows = _row_gather(device)
+    rows = profile.row_gather()
 
     def step(index: torch.Tensor) -> None:
         x = normalise(rows(train_set.images, index))
@@ -113,9 +118,9 @@ def train(
         optimizer.step()
         loss_sum.add_(loss.detach())
 
-    use_graph = cuda_graph and device.type == "cuda" and steps > GRAPH_WARMUP_STEPS
+    use_graph = profile.cuda_graph and steps > GRAPH_WARMUP_STEPS
     run_step = None  # the captured graph, once it exists
-    result = TrainResult()
+    result = TrainResult(model)
     start = time.perf_counter()
     for epoch in range(1, settings.epochs + 1):
         epoch_start = time.perf_counter()
@@ -140,21 +145,11 @@ def train(
         result.train_seconds += time.perf_counter() - epoch_start
         if not math.isfinite(mean_loss):
             raise Diverged(f"training loss became {mean_loss} in epoch {epoch}")
-        result.losses.append(mean_loss)
-        result.accuracies.append(accuracy(model, eval_set, device, precision))
+        result.accuracies.append(accuracy(model, eval_set, profile))
         result.seconds = time.perf_counter() - start
-        result.images_per_second = epoch * steps * batch_size / result.train_seconds
         if on_epoch is not None:
             on_epoch(epoch, result.accuracies[-1])
     return result
-
-
-def _row_gather(device: torch.device) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """How a step gathers its batch. On the CPU ``index_select`` copies whole rows, several times
-    faster than indexing a small batch; the CUDA step, measured on a GPU, indexes as it did."""
-    if device.type == "cpu":
-        return lambda t, index: t.index_select(0, index)
-    return lambda t, index: t[index]
 
 
 def _capture(
@@ -178,74 +173,19 @@ def _capture(
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, data: Tensors, device: torch.device, precision: str = "auto") -> torch.Tensor:
-    """Predicted labels for the whole set, in a few large batches."""
+def predict(model: nn.Module, data: Tensors, profile: DeviceProfile) -> torch.Tensor:
+    """Predicted labels for the whole set, in a few large batches; ``model`` and ``data`` on the
+    profile's device (``result.model`` of ``train`` is)."""
     model.eval()
-    # On the CPU, a smaller chunk's activations stay in cache: GAP CNNs evaluated 1.3-2.8x faster in
-    # chunks of 512 than of 2048 (docs/benchmarks.md).
-    chunk = 8192 if device.type == "cuda" else 512
-    with _autocast(device, resolve_precision(device, precision, model) == "bf16"):
+    chunk = profile.eval_chunk
+    with profile.autocast():
         return torch.cat(
             [model(standardise(normalise(data.images[i : i + chunk]))).argmax(1) for i in range(0, len(data), chunk)]
         )
 
 
-def accuracy(model: nn.Module, data: Tensors, device: torch.device, precision: str = "auto") -> float:
-    return (predict(model, data, device, precision) == data.labels).sum().item() / len(data)
-
-
-def resolve_precision(device: torch.device, precision: str = "auto", model: nn.Module | None = None) -> str:
-    """``auto``: bf16 on CUDA; on CPUs with native bf16 instructions (AVX512-BF16 or AMX), bf16 for
-    models big enough to gain from it (``BF16_MIN_FLOPS``, when ``model`` is given); fp32 elsewhere,
-    where bf16 is emulated and slower."""
-    if precision not in PRECISIONS:
-        raise UserError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
-    if precision != "auto" or device.type == "cuda":
-        return "bf16" if precision == "auto" else precision
-    if not cpu_has_native_bf16():
-        return "fp32"
-    return "bf16" if model is None or forward_flops(model) >= BF16_MIN_FLOPS else "fp32"
-
-
-def _prepare(model: nn.Module, device: torch.device, channels_last: bool = True) -> nn.Module:
-    model = model.to(device)
-    if device.type == "cpu":
-        keep_pages_mapped()
-        swap_cpu_modules(model)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model
-
-
-def _autocast(device: torch.device, bf16: bool) -> torch.autocast:
-    # bf16: no loss scaling needed. On CUDA, no weight-cast cache: a CUDA graph must recompute the
-    # casts on every replay; the CPU has no graph, and the cache saves a cast per use of a weight.
-    return torch.autocast(
-        device_type=device.type, dtype=torch.bfloat16, enabled=bf16, cache_enabled=device.type != "cuda"
-    )
-
-
-def _optimizer(model: nn.Module, s: TrainSettings, device: torch.device) -> torch.optim.Optimizer:
-    params = model.parameters()
-    if device.type == "cuda":
-        # Fused kernels with the lr held in a device tensor: one launch per step, and a schedule
-        # can change the lr inside a captured graph.
-        lr = torch.tensor(s.lr, device=device)
-        if s.optimizer == "sgd":
-            return torch.optim.SGD(params, lr=lr, momentum=s.momentum, weight_decay=s.weight_decay, fused=True)
-        if s.optimizer in ("adam", "adamw"):
-            kind = torch.optim.AdamW if s.optimizer == "adamw" else torch.optim.Adam
-            return kind(params, lr=lr, weight_decay=s.weight_decay, fused=True, capturable=True)
-    # On the CPU too, one fused call updates every parameter: the per-parameter loop was a quarter
-    # of a small MLP's step (docs/benchmarks.md). Other devices keep PyTorch's default.
-    fused = True if device.type == "cpu" else None
-    if s.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay, fused=fused)
-    if s.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay, fused=fused)
-    if s.optimizer == "adam":
-        return torch.optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay, fused=fused)
-    raise ValueError(f"unknown optimizer {s.optimizer!r}")
+def accuracy(model: nn.Module, data: Tensors, profile: DeviceProfile) -> float:
+    return (predict(model, data, profile) == data.labels).sum().item() / len(data)
 
 
 def _scheduler(optimizer: torch.optim.Optimizer, s: TrainSettings, steps: int) -> Any:

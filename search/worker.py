@@ -24,18 +24,19 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
+from search.cpu import configure_process
 from search.data import Tensors
 from search.interrupts import SearchInterrupted, StopRequest, signal_label
 from search.options import SearchOptions
 from search.processes import process_alive
 from search.progress import Progress
 from search.recovery import INTERRUPTED, recover_trials
+from search.run import Run
 from search.states import FINISHED
 from search.storage import artifact_store, kind_of
-from search.train import Diverged, count_params, resolve_device, resolve_precision, train
+from search.train import Diverged, resolve_device
 from spaces import Budget, InvalidArchitecture, Space
 from spaces.errors import UserError, first_line
-from spaces.training import TrainSettings
 
 POLL_S = 1.0
 SAME_FAILURE_LIMIT = 5  # this many trials in a row failing alike (same type, same place) stop the search
@@ -58,6 +59,7 @@ class Worker:
     ) -> None:
         self.options, self.space, self.budget, self.study = options, space, budget, study
         self.device = resolve_device(options.device)
+        configure_process(self.device)  # an entry point: every search, in this process or a --jobs worker, starts here
         if self.device.type == "cpu" and options.jobs == 1 and os.environ.get("MNIST_SEARCH_THREADS"):
             torch.set_num_threads(int(os.environ["MNIST_SEARCH_THREADS"]))
         self.train_set, self.val_set = (part.to(self.device) for part in data)
@@ -195,15 +197,13 @@ class Worker:
         trial.set_user_attr("config", config)
         train_seed = trial.user_attrs.get("warm_start_seed", self.options.seed + trial.number)
         trial.set_user_attr("train_seed", train_seed)
-        torch.manual_seed(train_seed)  # the initial weights: export + retrain reproduce them
-        try:
-            model = self.space.build(config)
+        try:  # the seed fixes the initial weights: export + retrain reproduce them
+            run = Run.build(self.space, config, seed=train_seed, device=self.device, precision=self.options.precision)
         except InvalidArchitecture as error:
             raise optuna.TrialPruned(str(error)) from None
-        params = count_params(model)
+        params = run.params
         trial.set_user_attr("params", params)
-        precision = resolve_precision(self.device, self.options.precision, model)
-        trial.set_user_attr("precision", precision)
+        trial.set_user_attr("precision", run.profile.precision)
         if self.budget.max_params is not None:
             # Over-budget trials complete at once as *infeasible* (constraint > 0) instead of being
             # pruned: TPE, GP, CMA-ES and NSGA-II read trial constraints and learn to avoid the
@@ -226,16 +226,7 @@ class Worker:
         self.progress.trial_started()
         self.train_started = time.perf_counter()
         with self.stop.interruptible():
-            result = train(
-                model,
-                self.train_set,
-                self.val_set,
-                TrainSettings.from_config(config),
-                device=self.device,
-                seed=train_seed,
-                on_epoch=on_epoch,
-                precision=precision,
-            )
+            result = run.train(self.train_set, self.val_set, on_epoch)
         self._record(trial, curve)
         self.progress.trial_done(trial.number, "COMPLETE", result.accuracy, params)
         if self.options.multi_objective:

@@ -16,12 +16,18 @@ from optuna.trial import TrialState, create_trial
 from torch import nn
 
 from search import run_search
-from search.allocator import USER_SETTINGS
-from search.batch_norm import FastBatchNorm2d
-from search.cpu import BF16_MIN_FLOPS, cpu_has_native_bf16, forward_flops, swap_cpu_modules
-from search.dropout import FastDropout, dropped_positions, splitmix64
+from search.cpu import (
+    BF16_MIN_FLOPS,
+    FastBatchNorm2d,
+    FastDropout,
+    cpu_has_native_bf16,
+    forward_flops,
+    swap_cpu_modules,
+)
+from search.cpu.allocator import USER_SETTINGS
+from search.cpu.dropout import dropped_positions, splitmix64
 from search.estimate import PRIOR_EPOCH_FRACTION, PRIOR_TRIALS, Running, estimate, format_duration
-from search.train import _optimizer, resolve_precision
+from search.profile import DeviceProfile, resolve_precision
 from spaces import get_space
 from spaces.training import TrainSettings
 from tests.conftest import run_cli, small_search
@@ -88,8 +94,9 @@ def test_splitmix64_matches_the_reference_and_its_halves_are_uniform():
 
 def test_cpu_optimizers_are_fused():
     model = nn.Linear(4, 2)
+    profile = DeviceProfile.resolve(torch.device("cpu"), "fp32")
     for name in ("sgd", "adam", "adamw"):
-        optimizer = _optimizer(model, TrainSettings(epochs=1, optimizer=name), torch.device("cpu"))
+        optimizer = profile.optimizer(model, TrainSettings(epochs=1, optimizer=name))
         assert optimizer.defaults["fused"] is True, name
 
 
@@ -132,6 +139,13 @@ def test_fast_batch_norm_leaves_the_rest_to_pytorch():
     assert torch.equal(odd_fast.train()(small), odd_reference.train()(small))  # too small to gain
 
 
+def test_fast_layers_leave_tensors_on_other_devices_to_pytorch():
+    # Large, channels-last, 12 channels: on the CPU both would take their own path.
+    x = torch.ones(256, 12, 13, 13, device="meta").to(memory_format=torch.channels_last)
+    assert FastDropout(0.5).train()(x).device.type == "meta"
+    assert FastBatchNorm2d(12, device="meta").train()(x).device.type == "meta"
+
+
 def test_swap_cpu_modules_replaces_every_dropout_and_keeps_the_weights():
     model = nn.Sequential(
         nn.Linear(4, 4), nn.Dropout(0.25), nn.Sequential(nn.Dropout(0.1), nn.ReLU(), nn.BatchNorm2d(6, momentum=0.2))
@@ -146,6 +160,37 @@ def test_swap_cpu_modules_replaces_every_dropout_and_keeps_the_weights():
     assert list(model.state_dict()) == list(state)
     assert [m.p for m in model.modules() if isinstance(m, FastDropout)] == [0.25, 0.1]
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+
+
+_PROCESS_PROBE = """
+import os, torch
+from search.cpu import configure_process
+from search.cpu.allocator import keep_pages_mapped
+from search.data import Tensors
+from search.profile import DeviceProfile
+from search.train import train
+from spaces import get_space
+from spaces.training import TrainSettings
+def settings():
+    return os.environ.get("ONEDNN_PRIMITIVE_CACHE_CAPACITY"), keep_pages_mapped.cache_info().currsize
+data = Tensors(torch.randint(0, 256, (64, 28, 28), dtype=torch.uint8), torch.randint(0, 10, (64,)))
+space = get_space("ffn")
+model = space.build(space.baselines[0])
+train(model, data, data, TrainSettings(epochs=1, batch_size=32), profile=DeviceProfile.resolve(torch.device("cpu")))
+print(*settings())
+configure_process(torch.device("cuda"))
+print(*settings())
+configure_process(torch.device("cpu"))
+print(*settings())
+"""
+
+
+def test_process_settings_come_from_configure_process_not_from_import_or_train():
+    environment = {k: v for k, v in os.environ.items() if k not in USER_SETTINGS and not k.startswith("ONEDNN")}
+    out = subprocess.run(
+        [sys.executable, "-c", _PROCESS_PROBE], capture_output=True, text=True, env=environment, check=True
+    )
+    assert out.stdout.splitlines() == ["None 0", "None 0", "128 1"]
 
 
 def _trial(state: TrialState, epochs: int, seconds: float, device: str = "cpu"):
@@ -220,7 +265,7 @@ def test_retrain_shows_each_epoch_and_records_its_precision(tmp_path):
 
 _MALLOC_PROBE = """
 import ctypes, sys, torch
-from search.allocator import keep_pages_mapped
+from search.cpu.allocator import keep_pages_mapped
 class Mallinfo2(ctypes.Structure):
     names = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
     _fields_ = [(name, ctypes.c_size_t) for name in names.split()]

@@ -12,6 +12,7 @@ from optuna.trial import TrialState
 
 import search.driver
 import search.options
+import search.run
 import search.worker
 from search import make_pruner, run_search
 from search.algorithms import JUDGE_AMONG
@@ -50,8 +51,8 @@ def test_rerun_resumes_the_same_study(tmp_path, data_dir):
 
 def test_over_budget_config_is_infeasible_without_a_training_step(tmp_path, data_dir, monkeypatch, recwarn):
     calls = []
-    real_train = search.worker.train
-    monkeypatch.setattr(search.worker, "train", lambda *a, **k: calls.append(1) or real_train(*a, **k))
+    real_train = search.run.train
+    monkeypatch.setattr(search.run, "train", lambda *a, **k: calls.append(1) or real_train(*a, **k))
     study = run_search(options(tmp_path, data_dir, space="gap_cnn", trials=1, max_params=5000))
     trial0 = study.trials[0]
     assert trial0.user_attrs["baseline"] and trial0.user_attrs["params"] == 14_320

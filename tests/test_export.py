@@ -95,8 +95,8 @@ def test_names_from_studies_cannot_leave_the_output_folder():
 def test_retrained_checkpoints_are_attached_to_the_study_for_the_dashboard(study_dir, tmp_path):
     import optuna
 
+    from search.artifacts import attach_checkpoints
     from search.export import trial_record
-    from search.retrain import attach_checkpoints
     from search.storage import artifact_store
 
     study = _study(study_dir)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-import search.worker
+import search.run
 from search import run_search
 from search.driver import open_study
 from tests.conftest import small_search
@@ -36,7 +36,7 @@ def test_diverging_lr_prunes_the_trial_with_its_reason_and_the_study_goes_on(tmp
 
 
 def test_an_exception_fails_only_its_trial(tmp_path, data_dir, monkeypatch):
-    real_train = search.worker.train
+    real_train = search.run.train
     calls = []
 
     def flaky_train(*args, **kwargs):
@@ -45,7 +45,7 @@ def test_an_exception_fails_only_its_trial(tmp_path, data_dir, monkeypatch):
             raise RuntimeError("CUDA out of memory (simulated)\nsecond line")
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(search.worker, "train", flaky_train)
+    monkeypatch.setattr(search.run, "train", flaky_train)
     study = run_search(options(tmp_path, data_dir, trials=3))
     failed = study.get_trials(states=(TrialState.FAIL,))
     assert len(failed) == 1
@@ -60,7 +60,7 @@ def _rss_mb() -> float:
 
 def test_memory_stays_flat_across_many_trials(tmp_path, data_dir):
     # fp32, as every CPU trial was before --precision: bf16 matmuls add oneDNN's compiled kernels
-    # per shape, a cache that fills and stays (capped in search.cpu), not a leak of ours.
+    # per shape, a cache that fills and stays (capped by search.cpu.configure_process), not a leak of ours.
     opts = options(tmp_path, data_dir, trials=10, train_subset=300, val_size=300, precision="fp32")
     run_search(opts)  # warm up: imports, allocator pools, storage caches
     before = _rss_mb()

@@ -18,6 +18,8 @@ from optuna.trial import TrialState
 
 import search.driver
 import search.export
+import search.profile
+import search.run
 import search.worker
 from search import SearchOptions, UserError, run_search
 from search.cli import main
@@ -231,7 +233,7 @@ def test_failures_that_differ_only_in_their_message_stop_the_search(tmp_path, mo
         calls.append(1)
         raise RuntimeError(f"mat1 and mat2 shapes cannot be multiplied (64x{len(calls)} and 3x10)")
 
-    monkeypatch.setattr(search.worker, "train", broken)
+    monkeypatch.setattr(search.run, "train", broken)
     opts = small_search(tmp_path, DATA_DIR, trials=100)
     with pytest.raises(UserError, match="last 5 trials all failed with 'RuntimeError: mat1 and mat2"):
         run_search(opts)
@@ -242,7 +244,7 @@ def test_a_failure_outside_training_is_recorded_and_stops_the_search(tmp_path, m
     def no_precision(*args, **kwargs):
         raise RuntimeError("bf16 not supported for this layer")
 
-    monkeypatch.setattr(search.worker, "resolve_precision", no_precision)
+    monkeypatch.setattr(search.profile, "resolve_precision", no_precision)
     opts = small_search(tmp_path, DATA_DIR, trials=100)
     with pytest.raises(UserError, match="last 5 trials all failed"):
         run_search(opts)
@@ -258,7 +260,7 @@ def test_failures_of_every_kind_in_a_row_stop_the_search_too(tmp_path, monkeypat
     def broken(*args, **kwargs):
         raise next(kinds)("changing")
 
-    monkeypatch.setattr(search.worker, "train", broken)
+    monkeypatch.setattr(search.run, "train", broken)
     with pytest.raises(UserError, match="last 10 trials all failed"):
         run_search(small_search(tmp_path, DATA_DIR, trials=100))
 

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from search.model import Classifier, load_checkpoint
+from search.profile import DeviceProfile
 from search.train import predict
 from spaces import get_space
 from tests.conftest import run_cli
@@ -43,7 +44,8 @@ def test_the_checkpoint_is_one_module_from_raw_images_to_probabilities(retrained
     assert torch.allclose(from_uint8, from_float, atol=1e-6)
     hits = (from_uint8.argmax(1) == mnist.test.labels).float().mean().item()
     assert hits == pytest.approx(accuracy, abs=5e-5)  # retrain's own test accuracy, to its printed precision
-    assert torch.equal(from_uint8.argmax(1), predict(model.network, mnist.test, torch.device("cpu"), "fp32"))
+    fp32 = DeviceProfile.resolve(torch.device("cpu"), "fp32")
+    assert torch.equal(from_uint8.argmax(1), predict(model.network, mnist.test, fp32))
 
 
 def test_predict_reads_pngs_of_any_size_and_polarity_and_matches_retrain(retrained, mnist, tmp_path):

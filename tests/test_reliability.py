@@ -17,7 +17,7 @@ import pytest
 from optuna.trial import TrialState
 
 import search.files
-import search.worker
+import search.run
 from search import SearchOptions, UserError, run_search
 from search.cli import main
 from search.files import inside, write_text
@@ -246,13 +246,13 @@ def test_the_report_and_dashboard_banner_hide_the_password(tmp_path):
 
 def test_interrupt_during_the_baseline_requeues_it_and_a_rerun_trains_it(tmp_path, monkeypatch):
     """The Python API: a KeyboardInterrupt inside training (what the signal handler raises there)."""
-    real_train = search.worker.train
+    real_train = search.run.train
 
     def interrupted_train(*args, **kwargs):
-        monkeypatch.setattr(search.worker, "train", real_train)  # once
+        monkeypatch.setattr(search.run, "train", real_train)  # once
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(search.worker, "train", interrupted_train)
+    monkeypatch.setattr(search.run, "train", interrupted_train)
     opts = small_search(tmp_path, DATA_DIR, trials=3)
     with pytest.raises(KeyboardInterrupt) as stopped:
         run_search(opts)
@@ -289,7 +289,7 @@ def test_the_same_failure_again_and_again_stops_the_search(tmp_path, monkeypatch
     def broken(*args, **kwargs):
         raise RuntimeError("cuDNN error: CUDNN_STATUS_INTERNAL_ERROR")
 
-    monkeypatch.setattr(search.worker, "train", broken)
+    monkeypatch.setattr(search.run, "train", broken)
     opts = small_search(tmp_path, DATA_DIR, trials=50, timeout=120)
     with pytest.raises(UserError, match="last 5 trials all failed with 'RuntimeError: cuDNN error"):
         run_search(opts)

@@ -25,13 +25,14 @@ SMALL_TENSOR = 1 << 16
 
 class FastBatchNorm2d(nn.BatchNorm2d):
     """``nn.BatchNorm2d`` with the same parameters and buffers. Training on large channels-last
-    input whose channel count PyTorch's kernel cannot vectorise takes the row path; everything
-    else (evaluation, small tensors, other layouts, a cumulative-average momentum, a batch of one)
-    PyTorch's own."""
+    input on the CPU whose channel count PyTorch's kernel cannot vectorise takes the row path;
+    everything else (evaluation, small tensors, other layouts, a cumulative-average momentum, a batch
+    of one, a tensor on another device: the row path's buffers are CPU tensors) PyTorch's own."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         fast = (
             self.training
+            and x.device.type == "cpu"
             and x.dim() == 4
             and x.shape[0] > 1  # a column of one value has no variance
             and x.shape[1] % VECTOR_CHANNELS != 0
@@ -41,7 +42,7 @@ class FastBatchNorm2d(nn.BatchNorm2d):
             and self.track_running_stats
             and self.momentum is not None
         )
-        if not fast:
+        if not fast or self.num_batches_tracked is None:  # the second: for mypy, as track_running_stats implies it
             return super().forward(x)
         self.num_batches_tracked.add_(1)
         return _TrainingBatchNorm.apply(

@@ -7,7 +7,8 @@ is a geometric variate, floor(log U / log(1 - p)), and the positions are the run
 gaps. That is the same distribution as one independent draw per element, for about p·n draws
 instead of n. The uniforms come from SplitMix64, a counter-based generator that is a handful of
 vectorised integer ops on all cores, seeded once per call from PyTorch's generator (so
-``torch.manual_seed`` still fixes every mask). Tensors too small to gain use PyTorch's dropout.
+``torch.manual_seed`` still fixes every mask). Tensors too small to gain, and tensors on any other
+device (the positions are drawn on the CPU), use PyTorch's dropout.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ _SPARE_SIGMAS = 6
 
 
 class FastDropout(nn.Module):
-    """``nn.Dropout`` for training on the CPU (identity in eval mode, scaled by 1/(1-p) in training)."""
+    """``nn.Dropout`` for training on the CPU (identity in eval mode, scaled by 1/(1-p) in training);
+    on another device, PyTorch's own dropout."""
 
     def __init__(self, p: float) -> None:
         super().__init__()
@@ -39,7 +41,7 @@ class FastDropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
-        if x.numel() < SMALL_TENSOR or self.p >= 1:
+        if x.device.type != "cpu" or x.numel() < SMALL_TENSOR or self.p >= 1:
             return F.dropout(x, self.p, training=True)
         layout = torch.contiguous_format
         if not x.is_contiguous():
