@@ -431,3 +431,12 @@ def test_open_storage_refuses_what_it_cannot_be(tmp_path):
     for given in (str(tmp_path / "folder"), "", "sqlite:///" + str(tmp_path / "folder")):
         with pytest.raises(UserError):
             open_storage(given, writable=True)
+
+
+def test_a_trial_that_ends_before_its_parameter_count_still_gets_its_line(tmp_path, capsys, monkeypatch):
+    from search.progress import LINES_ENV, Progress
+
+    monkeypatch.setenv(LINES_ENV, "1")
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", direction="maximize")
+    Progress(study, 10, quiet=False).trial_done(0, "FAIL", None, None, "ValueError: in suggest")
+    assert "params         ?" in capsys.readouterr().out
