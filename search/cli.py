@@ -117,11 +117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return commands[command](argv)
     except KeyboardInterrupt as stop:  # any other command: its temporary files are gone, no file half-written
         signum = signal_number(stop)
-        print(
-            f"\nmnist-search {command}: interrupted ({signal_label(signum)}); every file it wrote is whole "
-            "(temporary ones removed): run it again to finish",
-            file=sys.stderr,
-        )
+        what = "stopped" if command == "dashboard" else (
+            "interrupted; every file it wrote is whole (temporary ones removed): run it again to finish"
+        )  # fmt: skip
+        print(f"\nmnist-search {command}: {what} ({signal_label(signum)})", file=sys.stderr)
         return 128 + signum
     except UserError as error:
         print(f"mnist-search: error: {error}", file=sys.stderr)

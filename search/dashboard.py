@@ -8,6 +8,7 @@ from pathlib import Path
 
 import optuna
 
+from search.interrupts import Stopped, StopRequest
 from search.redact import redact
 from search.storage import artifact_store, open_storage
 from spaces.errors import UserError
@@ -31,4 +32,8 @@ def serve_dashboard(storage_url: str, host: str, port: int, artifacts: Path) -> 
     print(f"optuna-dashboard on http://{host}:{port}/ for {redact(storage_url)} (Ctrl-C stops)", flush=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     store = artifact_store(artifacts) if artifacts.is_dir() else None  # a read: no folder is made for it
-    optuna_dashboard.run_server(storage, host=host, port=port, artifact_store=store)
+    stop = StopRequest()
+    with stop.handling(raise_at_once=True):  # the server swallows KeyboardInterrupt and returns
+        optuna_dashboard.run_server(storage, host=host, port=port, artifact_store=store)
+    if stop.signum is not None:
+        raise Stopped(stop.signum)

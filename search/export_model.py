@@ -16,7 +16,7 @@ import torch
 
 from search.files import check_writable_dir, write_atomic
 from search.model import Classifier, load_checkpoint
-from spaces.errors import UserError
+from spaces.errors import UserError, first_line
 
 FORMATS = {"torchscript": ".torchscript.pt", "onnx": ".onnx"}
 ONNX_OPSET = 18
@@ -45,6 +45,20 @@ def export_model(checkpoint: Path, fmt: str, out: Path | str | None = None, spac
     return write_atomic(target, lambda file: file.write(_onnx_bytes(model)))
 
 
+def _onnx_bytes(model: Classifier) -> bytes:
+    """The ONNX file's bytes. torch's exporter turns a Ctrl-C inside it into its own error: that is
+    raised again as the interrupt it was, and any other export failure is one line."""
+    try:
+        return _export_onnx(model)
+    except Exception as error:  # noqa: BLE001 - the exporter wraps whatever went wrong in its own types
+        cause: BaseException | None = error
+        while cause is not None:
+            if isinstance(cause, KeyboardInterrupt):
+                raise cause from None
+            cause = cause.__cause__ or cause.__context__
+        raise UserError(f"the ONNX export failed ({type(error).__name__}: {first_line(error)})") from None
+
+
 def output_path(checkpoint: Path, fmt: str, out: Path | str | None) -> Path:
     """Where the export goes, checked writable: ``out`` itself, or the default name inside a folder
     ``out`` (one that exists, or is written with a trailing slash), or beside the checkpoint."""
@@ -63,7 +77,7 @@ def output_path(checkpoint: Path, fmt: str, out: Path | str | None) -> Path:
     return target
 
 
-def _onnx_bytes(model: Classifier) -> bytes:
+def _export_onnx(model: Classifier) -> bytes:
     example = torch.rand(2, 1, 28, 28)
     program = torch.onnx.export(
         model,

@@ -35,22 +35,24 @@ class SearchInterrupted(KeyboardInterrupt):
         return f"interrupted ({signal_label(self.signum)}): {what}; run the same command again to resume"
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that every command unwinds the same way."""
+class Stopped(KeyboardInterrupt):
+    """A stop signal, raised like Ctrl-C's KeyboardInterrupt so that every command unwinds the same way."""
 
-    signum = signal.SIGTERM
+    def __init__(self, signum: int = signal.SIGTERM) -> None:
+        super().__init__(signal_label(signum))
+        self.signum = signum
 
 
 @contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
-    """For the duration, SIGTERM raises ``Terminated`` (main thread only), so temporary files are removed
+    """For the duration, SIGTERM raises ``Stopped`` (main thread only), so temporary files are removed
     on the way out and the command can say in one line that it stopped."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def _raise(_signum: int, _frame: FrameType | None) -> None:
-        raise Terminated
+        raise Stopped(signal.SIGTERM)
 
     previous = signal.signal(signal.SIGTERM, _raise)
     try:
@@ -87,18 +89,24 @@ class StopRequest:
             self._raise_now = False
             raise KeyboardInterrupt
 
+    def _on_signal_raising(self, signum: int, _frame: FrameType | None) -> None:
+        self.request(signum)
+        raise KeyboardInterrupt
+
     @contextmanager
-    def handling(self) -> Iterator[StopRequest]:
-        """Install the handlers for the duration (main thread only: elsewhere signals stay as they are)."""
+    def handling(self, raise_at_once: bool = False) -> Iterator[StopRequest]:
+        """Install the handlers for the duration (main thread only: elsewhere signals stay as they are).
+        ``raise_at_once``: every signal also raises KeyboardInterrupt where it lands (a server loop)."""
         if threading.current_thread() is not threading.main_thread():
             yield self
             return
-        previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
+        handler = self._on_signal_raising if raise_at_once else self._on_signal
+        previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
         try:
             yield self
         finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
+            for s, earlier in previous.items():
+                signal.signal(s, earlier)
 
     @contextmanager
     def interruptible(self) -> Iterator[None]:

@@ -59,13 +59,20 @@ def load_checkpoint(path: Path | str, space: str | None = None) -> Classifier:
         resolved.check_config(config)
     except UserError as error:
         raise UserError(f"{where} ({first_line(error)})") from None
+    if any(v.is_floating_point() and not torch.isfinite(v).all() for v in state.values()):
+        raise UserError(f"{where} (it holds NaN or infinite weights: the training that wrote it diverged)")
     network = resolved.build(config)
     try:
         network.load_state_dict(state, strict=True)
     except RuntimeError as error:  # missing, unexpected or misshapen weights
-        detail = " ".join(str(error).split())[:300]
+        detail = " ".join(str(error).split())
+        detail = detail if len(detail) <= 300 else detail[:297] + "..."
         raise UserError(f"{where} (its weights do not fit its config: {detail})") from None
-    return Classifier(network).eval()
+    model = Classifier(network).eval()
+    with torch.inference_mode():
+        if not torch.isfinite(model(torch.zeros(2, 28, 28, dtype=torch.uint8))).all():
+            raise UserError(f"{where} (its weights overflow: a blank image gets no finite probabilities)")
+    return model
 
 
 def _read(path: Path) -> object:

@@ -10,6 +10,8 @@ on a light background is inverted to MNIST's white on black.
 from __future__ import annotations
 
 import io
+import math
+import re
 import warnings
 import zlib
 from collections.abc import Iterator, Sequence
@@ -102,9 +104,10 @@ def _from_idx(data: bytes, path: Path) -> np.ndarray:
 
 
 def _from_npy(data: bytes, path: Path) -> np.ndarray:
+    _check_npy_size(data, path)
     try:
         images = np.load(io.BytesIO(data), allow_pickle=False)
-    except (OSError, ValueError, EOFError) as error:
+    except (OSError, ValueError, EOFError, MemoryError) as error:
         raise UserError(f"cannot read {path} as a .npy array: {first_line(error)}") from None
     images = images[None] if images.ndim == 2 else images
     images = images[:, 0] if images.ndim == 4 and images.shape[1] == 1 else images
@@ -130,6 +133,25 @@ def _from_npy(data: bytes, path: Path) -> np.ndarray:
     raise UserError(f"{path} holds {images.dtype}; expected uint8 (0-255) or floats (0-1)")
 
 
+def _check_npy_size(data: bytes, path: Path) -> None:
+    """The size the header claims must be the bytes that follow: a header may claim terabytes."""
+    stream = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(stream)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(stream)
+    except (OSError, ValueError, EOFError, TypeError) as error:
+        raise UserError(f"cannot read {path} as a .npy array: {first_line(error)}") from None
+    if dtype.hasobject:
+        raise UserError(f"{path} holds Python objects; save a numeric array")
+    claimed = math.prod(shape) * dtype.itemsize
+    if claimed != len(data) - stream.tell():
+        raise UserError(
+            f"{path}'s header claims {claimed:,} bytes of data, but {len(data) - stream.tell():,} follow; the file is "
+            "damaged or not a .npy array"
+        )
+
+
 def _some(images: np.ndarray, path: Path) -> np.ndarray:
     if len(images) == 0:
         raise UserError(f"{path} holds no images")
@@ -149,7 +171,9 @@ def _from_picture(data: bytes, path: Path) -> np.ndarray:
             f"{path} is larger than {MAX_PIXELS:,} pixels (8192×8192), the most predict decodes; scale it down"
         ) from None
     except Exception as error:  # noqa: BLE001 - PIL's decoders raise many types for a bad file; all mean "not a picture"
-        raise UserError(f"cannot read {path} as an image ({type(error).__name__}: {first_line(error)})") from None
+        reason = first_line(error).replace(repr(error.args[0]) if error.args else "", "").strip()
+        reason = re.sub(r"<_io\.BytesIO object at 0x[0-9a-f]+>", str(path), reason)
+        raise UserError(f"cannot read {path} as an image ({type(error).__name__}: {reason})") from None
     if gray.size != (SIDE, SIDE):
         gray = gray.resize((SIDE, SIDE), Image.Resampling.LANCZOS)
     pixels = np.array(gray, dtype=np.uint8)  # a copy: torch warns on read-only arrays

@@ -10,10 +10,13 @@ is refused instead of created, SQLite opens read-only, and a journal is never re
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import os
 import random
+import shutil
 import sqlite3
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,7 +45,7 @@ MAX_RETRY = 3
 SCHEMA_ATTEMPTS = 5
 MAX_HEARTBEAT_S = 3600
 SQLITE_HEADER = b"SQLite format 3\x00"
-OPTUNA_TABLE = "version_info"  # every Optuna RDB storage has it
+OPTUNA_TABLES = frozenset({"studies", "trials", "version_info"})  # any of them: Optuna's (or being made)
 POSTGRES_DRIVERS = ("psycopg2", "psycopg")  # the [postgres] extra installs the first
 
 
@@ -119,6 +122,8 @@ def open_storage(
     while True:
         attempt += 1
         try:
+            if location.kind == "rdb":
+                _check_optuna_server(url_to_open, url, writable)
             return RDBStorage(
                 url_to_open,
                 engine_kwargs=engine_kwargs,
@@ -141,8 +146,13 @@ def open_storage(
             raise
         except Exception as error:  # noqa: BLE001 - SQLAlchemy and the drivers raise many kinds
             hint = ""
-            if isinstance(error, sqlalchemy.exc.OperationalError | OSError) and location.exists:
-                hint = "; free disk space or fix the storage, then rerun the same command to resume"
+            if isinstance(error, sqlalchemy.exc.OperationalError | OSError) and location.kind == "sqlite":
+                hint = (
+                    "; check that the file and its folder are writable and the disk has room, then rerun the same "
+                    "command to resume"
+                    if writable
+                    else "; check that the file and its folder can be read"
+                )
             raise UserError(f"cannot open storage {redact(url)}: {scrub(first_line(error), url)}{hint}") from None
 
 
@@ -210,7 +220,7 @@ def _locate_sqlite_url(given: str, writable: bool) -> Location:
     database = parsed.database or ""
     if parsed.query.get("uri") in ("true", "1") and database.startswith("file:"):
         database = database.removeprefix("file:")
-    if database in ("", ":memory:") or database.startswith(":memory:"):
+    if database in ("", ":memory:") or database.startswith(":memory:") or parsed.query.get("mode") == "memory":
         raise UserError(f"{redact(given)} is an in-memory database, lost when the command ends; pass sqlite:///PATH")
     path = Path(database)
     if path.is_dir():
@@ -244,10 +254,23 @@ def _check_optuna_sqlite(path: Path, writable: bool) -> None:
             connection.close()
     except sqlite3.Error as error:
         raise UserError(f"cannot read SQLite storage {path}: {error}; it was left as it is") from None
-    if tables and OPTUNA_TABLE not in tables:
+    if tables and not tables & OPTUNA_TABLES:
         raise UserError(f"{path} is a SQLite database of another program (no Optuna tables); it was left as it is")
     if not tables and not writable:
         raise UserError(f"SQLite storage {path} holds no study yet")
+
+
+def _check_optuna_server(url: str, given: str, writable: bool) -> None:
+    """As for SQLite: a database of another program gets no Optuna tables, and a read finds a study."""
+    engine = sqlalchemy.create_engine(url, pool_pre_ping=True)
+    try:
+        tables = set(sqlalchemy.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+    if tables and not tables & OPTUNA_TABLES:
+        raise UserError(f"{redact(given)} is a database of another program (no Optuna tables); it was left as it is")
+    if not tables and not writable:
+        raise UserError(f"{redact(given)} holds no Optuna study yet; check --storage")
 
 
 def _server_url(given: str) -> str:
@@ -279,11 +302,26 @@ def _render(url: URL) -> str:
 
 
 def _read_only_uri(path: Path, live: bool = False) -> str:
-    """``mode=ro``, or ``immutable=1`` when no writer has a log open (no ``-wal`` beside the file) and
-    none will matter: read-only SQLite still makes ``-wal``/``-shm`` files for a database in WAL mode,
-    immutable none."""
-    live = live or path.with_name(path.name + "-wal").exists()
-    return f"file:{quote(str(path.resolve()))}?{'mode=ro' if live else 'immutable=1'}"
+    """How to read ``path`` creating nothing beside it. A writer at work has its ``-wal`` and ``-shm``
+    open: ``mode=ro`` shares them. With neither, ``immutable=1`` reads the file alone (``mode=ro``
+    would make both for a database in WAL mode), unless the reader must follow later writes
+    (``live``). A ``-wal`` without its ``-shm`` is a crashed writer's log, still holding commits:
+    database and log are read from a private copy, where SQLite may replay the log."""
+    wal, shm = (path.with_name(path.name + suffix) for suffix in ("-wal", "-shm"))
+    if wal.exists() and not shm.exists():
+        path = _private_copy(path, wal)
+        return f"file:{quote(str(path))}?mode=ro"
+    follow = live or wal.exists()
+    return f"file:{quote(str(path.resolve()))}?{'mode=ro' if follow else 'immutable=1'}"
+
+
+def _private_copy(path: Path, wal: Path) -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="mnist-search-read-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    copy = folder / path.name
+    shutil.copyfile(path, copy)
+    shutil.copyfile(wal, folder / wal.name)
+    return copy
 
 
 def _sqlite_connector(path: Path, writable: bool, live: bool) -> Any:
@@ -312,8 +350,13 @@ def _open_journal(path: Path, writable: bool) -> JournalStorage:
         return JournalStorage(JournalFileBackend(str(path)))
     except UserError:
         raise
+    except AssertionError:  # Optuna's replay met a whole record it has no rule for ("Should not reach.")
+        raise UserError(
+            f"journal storage {path} holds a record this Optuna ({optuna.__version__}) cannot replay: it was "
+            "written by another version or edited; it was left as it is: use the Optuna that wrote it, or a backup"
+        ) from None
     except Exception as error:  # noqa: BLE001 - unreadable file, bad log line, permissions
-        hint = "; a search on it repairs a torn record" if not writable else ""
+        hint = "; if a record was cut short, a search on it repairs it" if not writable else ""
         raise UserError(f"cannot open journal storage {path}: {first_line(error)}{hint}") from None
 
 

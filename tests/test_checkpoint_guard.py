@@ -388,3 +388,46 @@ def test_export_model_refuses_a_flag_given_twice(args, message, checkpoint, caps
 def test_export_model_of_a_missing_checkpoint_is_one_line(tmp_path, capsys):
     err = refused(capsys, "export-model", tmp_path / "missing.pt", "--format", "torchscript", "--out", tmp_path / "o")
     assert "does not exist" in err and not (tmp_path / "o").exists()
+
+
+# Found by the red team of issue 20.
+
+
+@pytest.mark.parametrize("value", [float("nan"), 1e30])
+@pytest.mark.parametrize("command", ["predict", "export-model"])
+def test_a_checkpoint_whose_weights_are_not_finite_or_overflow_is_refused(value, command, tmp_path, digit, capsys):
+    network = get_space("ffn").build(CONFIG)
+    with torch.no_grad():
+        for parameter in network.parameters():
+            parameter.fill_(value)
+    path = save_checkpoint(tmp_path / "broken.pt", network=network)
+    rest = [digit] if command == "predict" else ["--format", "torchscript", "--out", tmp_path / "x.pt"]
+    err = refused(capsys, command, path, *rest)
+    assert "NaN or infinite weights" in err or "overflow" in err
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_a_npy_header_claiming_more_than_the_file_holds_is_one_line(tmp_path, checkpoint, capsys):
+    header = "{'descr': '|u1', 'fortran_order': False, 'shape': (100000000, 28, 28), }"
+    header = header + " " * (118 - len(header)) + "\n"
+    path = tmp_path / "huge.npy"
+    path.write_bytes(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode() + bytes(1000))
+    for target in (path, tmp_path / "huge.npy.gz"):
+        if target.suffix == ".gz":
+            target.write_bytes(gzip.compress(path.read_bytes()))
+        assert "header claims 78,400,000,000 bytes" in refused(capsys, "predict", checkpoint, target)
+
+
+def test_an_interrupt_inside_the_onnx_exporter_stays_an_interrupt(checkpoint, monkeypatch):
+    def wrapped_interrupt(model):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as interrupt:
+            raise RuntimeError("Failed to export the model with torch.export") from interrupt
+
+    monkeypatch.setattr(search.export_model, "_export_onnx", wrapped_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        search.export_model._onnx_bytes(load_checkpoint(checkpoint))
+    monkeypatch.setattr(search.export_model, "_export_onnx", lambda model: 1 / 0)
+    with pytest.raises(UserError, match="the ONNX export failed"):
+        search.export_model._onnx_bytes(load_checkpoint(checkpoint))

@@ -440,3 +440,71 @@ def test_a_trial_that_ends_before_its_parameter_count_still_gets_its_line(tmp_pa
     study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", direction="maximize")
     Progress(study, 10, quiet=False).trial_done(0, "FAIL", None, None, "ValueError: in suggest")
     assert "params         ?" in capsys.readouterr().out
+
+
+# Found by the red team of issue 20.
+
+
+def test_a_crashed_writers_log_is_read_from_a_copy_and_nothing_is_created(tmp_path, capsys):
+    """A -wal without its -shm still holds commits; a read replays it elsewhere, creating nothing here."""
+    live = tmp_path / "live"
+    live.mkdir()
+    storage = open_storage(f"sqlite:///{live}/s.db", writable=True)
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    study.set_user_attr("space", "ffn")
+    study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs={"config": FFN}))
+    assert (live / "s.db-wal").stat().st_size > 0  # the trial is in the log, not yet in the file
+    crashed = tmp_path / "crashed"
+    crashed.mkdir()
+    for name in ("s.db", "s.db-wal"):  # as a writer killed mid-run leaves them, without the -shm
+        (crashed / name).write_bytes((live / name).read_bytes())
+    before = snapshot(crashed)
+    assert main(["export", "--storage", f"sqlite:///{crashed}/s.db", "--out", str(tmp_path / "out")]) == 0
+    assert snapshot(crashed) == before  # no -shm made, nothing replayed into the original
+    assert len(list((tmp_path / "out").glob("*.json"))) == 1
+
+
+def test_a_journal_record_optuna_cannot_replay_is_named(tmp_path, capsys):
+    journal = tmp_path / "s.journal"
+    journal.write_bytes(
+        b'{"op_code":0,"worker_id":"w","study_name":"s","directions":[1]}\n{"op_code":99,"worker_id":"x"}\n'
+    )
+    before = journal.read_bytes()
+    for argv in (["export"], ["--space", "ffn", "--data-dir", str(DATA_DIR)]):
+        err = one_line_exit([*argv, "--storage", str(journal)], capsys)
+        assert "cannot replay" in err and journal.read_bytes() == before
+
+
+@pytest.mark.parametrize("url", ["sqlite:///file:x.db?mode=memory&uri=true", "sqlite:///file:x.db?mode=ro&uri=true"])
+def test_a_sqlite_uri_a_search_cannot_honour_is_refused(url, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    one_line_exit(["--space", "ffn", "--storage", url, "--data-dir", str(DATA_DIR)], capsys)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_the_dashboard_stops_on_a_signal_in_one_line(signum, sqlite_study, tmp_path):
+    import socket
+    import subprocess
+    import time
+
+    db = _copy(sqlite_study, tmp_path)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "search.cli", "dashboard", "--storage", str(db), "--port", str(port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.2)
+    server.send_signal(signum)
+    _, err = server.communicate(timeout=30)
+    assert server.returncode == 128 + signum, err
+    assert err.strip().splitlines()[-1].startswith("mnist-search dashboard: stopped") and "Traceback" not in err

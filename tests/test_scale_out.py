@@ -194,3 +194,27 @@ def test_ctrl_c_marks_the_trial_and_says_how_to_resume(tmp_path):
     [failed] = study.get_trials(states=(TrialState.FAIL,))
     if failed.intermediate_values:  # interrupted while training (not in the instant between trials)
         assert failed.user_attrs["fail_reason"] == "interrupted (Ctrl-C)"
+
+
+def test_a_postgres_database_that_is_empty_or_another_programs_is_refused(postgres_url, capsys):
+    """Read-only commands find no study in an empty database; a search adds no tables beside another program's."""
+    import sqlalchemy
+
+    from search.cli import main
+
+    admin = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        for name in ("empty_db", "other_db"):
+            connection.execute(sqlalchemy.text(f"DROP DATABASE IF EXISTS {name}"))
+            connection.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
+    admin.dispose()
+    base = postgres_url.rsplit("/", 1)[0]
+    other = sqlalchemy.create_engine(f"{base}/other_db")
+    with other.begin() as connection:
+        connection.execute(sqlalchemy.text("CREATE TABLE users (name TEXT)"))
+    assert main(["export", "--storage", f"{base}/empty_db"]) == 2
+    assert "holds no Optuna study" in capsys.readouterr().err
+    assert main(["--space", "ffn", "--storage", f"{base}/other_db", "--data-dir", str(DATA_DIR)]) == 2
+    assert "another program" in capsys.readouterr().err
+    assert set(sqlalchemy.inspect(other).get_table_names()) == {"users"}
+    other.dispose()
