@@ -132,3 +132,16 @@ def test_trial_overhead_runs_on_cpu(tmp_path):
     assert len(rows) == 2 and all(r["first_epoch_s"] > 0 and r["later_epoch_s"] > 0 for r in rows)
     assert all(r["fixed_s"] == pytest.approx(r["first_epoch_s"] - r["later_epoch_s"]) for r in rows)
     assert "per-trial fixed cost: median" in out.stdout and "Self CPU" in out.stdout
+
+
+def test_compare_revisions_times_both_trees_alike(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "bench/compare_revisions.py", "--base", "HEAD", "--spaces", "ffn", "--rounds", "1",
+         "--train-images", "500", "--epochs", "1", "--data-dir", str(DATA_DIR), "--out", str(tmp_path / "r.json")],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    result = json.loads((tmp_path / "r.json").read_text())["results"]["ffn"]
+    assert len(result["runs"]["base"]) == len(result["runs"]["this"]) == 1
+    assert result["ratio"] == pytest.approx(result["base_median"] / result["this_median"])
+    assert "base/this" in out.stdout

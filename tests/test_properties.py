@@ -6,7 +6,7 @@ imported by data, no completed trial lost, nothing left RUNNING, no FAIL loop.
 
 Examples are derandomized (CI sees the same cases every run) and bounded in number; the examples
 Hypothesis found while this harness was written are pinned with ``@example``. Set
-``HYPOTHESIS_PROFILE=deep`` for a longer hunt.
+``HYPOTHESIS_PROFILE=deep`` for a longer hunt: ten times the examples, drawn afresh each run.
 """
 
 from __future__ import annotations
@@ -47,8 +47,14 @@ settings.register_profile(
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large],
 )
-settings.register_profile("deep", parent=settings.get_profile("ci"), derandomize=False, max_examples=500)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+settings.register_profile("deep", parent=settings.get_profile("ci"), derandomize=False)
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
+settings.load_profile(PROFILE)
+SCALE = 10 if PROFILE == "deep" else 1  # a test's own max_examples overrides a profile's: scale it here
+
+
+def examples(n: int) -> int:
+    return n * SCALE
 
 FFN = get_space("ffn").baselines[0]
 STOP = "stopped here by the harness"  # raised where a command would start long work
@@ -125,7 +131,7 @@ SEARCH_PATHS = ["--storage", "--study-name", "--data-dir", "--artifacts", "--war
 
 
 @given(flag=st.sampled_from(SEARCH_NUMERIC), value=NUMBERS)
-@settings(max_examples=120)
+@settings(max_examples=examples(120))
 @example(flag="--timeout", value="nan")  # ran 0 trials and exited 0
 @example(flag="--trials", value="--")  # found by the harness: argparse handed the option an empty list
 @example(flag="--heartbeat", value=str(2**70))
@@ -137,7 +143,7 @@ def test_every_numeric_search_flag_is_checked_in_one_line(flag, value, no_long_w
 
 
 @given(flag=st.sampled_from(SEARCH_PATHS), value=PATH_TEXT)
-@settings(max_examples=80)
+@settings(max_examples=examples(80))
 @example(flag="--storage", value="..")
 @example(flag="--warm-start", value="#")
 def test_every_path_flag_of_the_search_is_checked_in_one_line(flag, value, no_long_work, tmp_path):
@@ -173,7 +179,7 @@ def read_command(draw):
 
 
 @given(case=read_command())
-@settings(max_examples=60)
+@settings(max_examples=examples(60))
 @example(case=("dashboard", "--port", "70000"))  # OverflowError
 @example(case=("export", "--out", "研"))
 def test_every_flag_of_the_read_commands_is_checked_in_one_line(
@@ -218,7 +224,7 @@ PASSWORD = st.text(alphabet=st.sampled_from(list("abcXYZ019@:/?#%")), min_size=6
 @given(
     password=PASSWORD, where=st.sampled_from(["user info", "query"]), command=st.sampled_from(["export", "dashboard"])
 )
-@settings(max_examples=80)
+@settings(max_examples=examples(80))
 @example(password="p@ss:w0rd", where="user info", command="export")  # printed 'w0rd@127.0.0.1:55432'
 @example(password="s3c%40ret", where="user info", command="export")
 def test_no_secret_of_a_storage_url_is_ever_printed(password, where, command):
@@ -280,7 +286,7 @@ def digit_png(tmp_path_factory) -> Path:
 
 
 @given(content=checkpoint_dict(), command=st.sampled_from(["predict", "export-model"]))
-@settings(max_examples=60)
+@settings(max_examples=examples(60))
 @example(content={"space": "this:s", "config": FFN, "state_dict": {}}, command="predict")  # printed the Zen
 def test_no_checkpoint_dict_imports_code_or_ends_in_a_traceback(content, command, digit_png, tmp_path, monkeypatch):
     marker = tmp_path / "imported"
@@ -314,7 +320,7 @@ def exported_record(draw):
 
 
 @given(record=exported_record())
-@settings(max_examples=100)
+@settings(max_examples=examples(100))
 @example(record={"space": "gap_cnn", "config": {**get_space("gap_cnn").baselines[0], "width_1": 10**9}})
 def test_an_exported_config_is_refused_in_one_line_or_builds(record, no_long_work, tmp_path):
     path = Path(tempfile.mkdtemp(dir=tmp_path)) / "c.json"
@@ -345,7 +351,7 @@ ARRAYS = hnp.arrays(
     name=NAMES,
     csv=st.booleans(),
 )
-@settings(max_examples=120)
+@settings(max_examples=examples(120))
 @example(content=np.full((28, 28), np.nan), name="x.npy", csv=False)  # printed digit 0 at probability nan
 @example(content=np.full((28, 28), 200.0), name="x.npy", csv=False)  # a confident wrong answer
 @example(content=b"\x00\x00\x08\x03", name="a.png", csv=False)  # found by the harness: an IDX header cut short
@@ -426,7 +432,7 @@ SPACE = Space(name="broken", description="fails on demand", suggest=suggest, bui
 
 
 @given(failure=FAILURES)
-@settings(max_examples=6)
+@settings(max_examples=examples(6))
 def test_a_space_that_always_fails_stops_keeps_what_completed_and_leaves_nothing_running(
     failure, tmp_path, monkeypatch
 ):
