@@ -29,7 +29,7 @@ from search.interrupts import SearchInterrupted, signal_label, signal_number, te
 from search.jobs import WORKER_COMMAND, WORKER_OPTIONS_ENV
 from search.options import SearchOptions
 from search.results import format_summary
-from spaces.errors import UserError
+from spaces.errors import UserError, one_line
 
 EXIT_USAGE = 2
 
@@ -123,11 +123,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\nmnist-search {command}: {what} ({signal_label(signum)})", file=sys.stderr)
         return 128 + signum
     except UserError as error:
-        print(f"mnist-search: error: {error}", file=sys.stderr)
+        print(f"mnist-search: error: {one_line(str(error))}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as error:  # a disk that filled or a folder that vanished while writing
         where = f" ({error.filename})" if error.filename else ""
-        print(f"mnist-search: error: {error.strerror or error}{where}; fix that and rerun", file=sys.stderr)
+        print(
+            f"mnist-search: error: {one_line(f'{error.strerror or error}{where}')}; fix that and rerun", file=sys.stderr
+        )
         return EXIT_USAGE
 
 

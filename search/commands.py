@@ -17,6 +17,7 @@ from search.files import inside
 from search.flags import port, positive_int
 from search.retrain import format_retrain, retrain
 from search.storage import ARTIFACTS_DIR, artifact_store, default_storage
+from spaces.errors import one_line
 
 
 def export_command(argv: Sequence[str]) -> int:
@@ -149,7 +150,7 @@ def predict_command(argv: Sequence[str]) -> int:
         if writer:
             writer.writerow([row.source, row.index, row.digit, f"{row.probability:.6f}"])
         else:
-            where = row.source if row.picture else f"{row.source}[{row.index}]"
+            where = one_line(row.source if row.picture else f"{row.source}[{row.index}]")  # a name may hold a newline
             print(f"{where}: {row.digit} ({row.probability:.2%})")
     return 0
 

@@ -69,7 +69,7 @@ class Space:
     def check_keys(self, config: Mapping[str, Any]) -> None:
         unknown = sorted(set(config) - self.model_keys - TRAIN_KEYS)
         if unknown:
-            raise UserError(f"config for space {self.name!r} has unknown keys: {', '.join(unknown)}")
+            raise UserError(f"config for space {self.name!r} has unknown keys: {', '.join(map(repr, unknown))}")
         if "epochs" not in config:
             raise UserError(f"config for space {self.name!r} has no 'epochs'")
 

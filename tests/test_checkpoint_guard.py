@@ -151,7 +151,7 @@ WIDE = CONFIG | {"width_0": 2048}  # past ffn's 1024: the config gate, not a sha
         (lambda: {"state_dict": {}, "config": CONFIG, "space": 7}, "names no space (its 'space' is int"),
         (lambda: {"state_dict": {}, "config": [1], "space": "ffn"}, "its 'config' is list, not a dict"),
         (lambda: {"state_dict": {"a": 1}, "config": CONFIG, "space": "ffn"}, "not a dict of named tensors"),
-        (lambda: {"state_dict": {}, "config": CONFIG | {"evil": 1}, "space": "ffn"}, "unknown keys: evil"),
+        (lambda: {"state_dict": {}, "config": CONFIG | {"evil": 1}, "space": "ffn"}, "unknown keys: 'evil'"),
         (lambda: {"state_dict": get_space("ffn").build(WIDE).state_dict(), "config": WIDE, "space": "ffn"}, "2048"),
         (lambda: {"state_dict": {}, "config": CONFIG, "space": "ffn"}, "weights do not fit its config"),
         (

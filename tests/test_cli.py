@@ -138,7 +138,7 @@ OVER_BUDGET_GAP_CNN = get_space("gap_cnn").baselines[0] | {
 }  # fmt: skip
 BAD_CONFIGS = {
     "unknown space": (lambda r: r | {"space": "resnet"}, "unknown space 'resnet'"),
-    "unknown keys": (lambda r: r | {"config": r["config"] | {"colour": "red"}}, "unknown keys: colour"),
+    "unknown keys": (lambda r: r | {"config": r["config"] | {"colour": "red"}}, "unknown keys: 'colour'"),
     "over budget": (lambda r: r | {"space": "gap_cnn", "config": OVER_BUDGET_GAP_CNN}, "over the gap_cnn budget"),
 }
 

@@ -56,6 +56,7 @@ SCALE = 10 if PROFILE == "deep" else 1  # a test's own max_examples overrides a 
 def examples(n: int) -> int:
     return n * SCALE
 
+
 FFN = get_space("ffn").baselines[0]
 STOP = "stopped here by the harness"  # raised where a command would start long work
 
@@ -322,6 +323,7 @@ def exported_record(draw):
 @given(record=exported_record())
 @settings(max_examples=examples(100))
 @example(record={"space": "gap_cnn", "config": {**get_space("gap_cnn").baselines[0], "width_1": 10**9}})
+@example(record={"space": "ffn", "config": {**FFN, "\r0": None}})  # found by the deep profile: a key broke the line
 def test_an_exported_config_is_refused_in_one_line_or_builds(record, no_long_work, tmp_path):
     path = Path(tempfile.mkdtemp(dir=tmp_path)) / "c.json"
     path.write_text(json.dumps(record))

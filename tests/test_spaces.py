@@ -93,7 +93,7 @@ def test_budget_flags_cannot_loosen_the_family_cap(flags, message):
 def test_unknown_space_and_unknown_keys_are_user_errors():
     with pytest.raises(UserError, match="unknown space"):
         get_space("resnet")
-    with pytest.raises(UserError, match="unknown keys: colour"):
+    with pytest.raises(UserError, match="unknown keys: 'colour'"):
         get_space("ffn").check_keys(get_space("ffn").baselines[0] | {"colour": "red"})
 
 
