@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from search.cpu import BF16_MIN_FLOPS, cpu_has_native_bf16, forward_flops, swap_cpu_modules
+from search.cpu.threads import CoreShare, NoShare
 from spaces.errors import UserError
 from spaces.training import TrainSettings
 
@@ -64,6 +65,10 @@ class DeviceProfile:
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         return model
+
+    def core_share(self) -> CoreShare | NoShare:
+        """The CPU adapts its thread count to other processes between epochs; other devices do not."""
+        return CoreShare() if self.device.type == "cpu" else NoShare()
 
     def autocast(self) -> torch.autocast:
         return _autocast(self.device, self.precision == "bf16")

@@ -122,7 +122,9 @@ def train(
     run_step = None  # the captured graph, once it exists
     result = TrainResult(model)
     start = time.perf_counter()
+    cores = profile.core_share()  # a CPU shared with other work: fewer threads while it is busy
     for epoch in range(1, settings.epochs + 1):
+        cores.before_epoch()
         epoch_start = time.perf_counter()
         model.train()
         order = torch.randperm(n, device=device, generator=generator)

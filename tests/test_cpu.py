@@ -293,3 +293,24 @@ def test_keep_pages_mapped_serves_large_blocks_from_the_heap(mode, env, expected
         [sys.executable, "-c", _MALLOC_PROBE, mode], capture_output=True, text=True, env=environment, check=True
     )
     assert out.stdout.split()[:2] == expected.split()
+
+
+def test_the_cpu_trains_with_the_cores_other_processes_leave_free(monkeypatch):
+    import search.cpu.threads as threads
+
+    monkeypatch.setattr(threads, "thread_budget", lambda: 2)
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
+    samples = iter([(0.0, 0.0, 0.0), (10.0, 20.0, 19.5), (20.0, 40.0, 29.5), (30.0, 60.0, 49.0)])
+    monkeypatch.setattr(threads, "_sample", lambda: next(samples))
+    previous = torch.get_num_threads()
+    try:
+        share = threads.CoreShare()
+        assert torch.get_num_threads() == 2
+        share.before_epoch()  # quiet: 20 s busy, 19.5 of them ours
+        assert torch.get_num_threads() == 2
+        share.before_epoch()  # another process kept a core busy: 20 s busy, 10 ours
+        assert torch.get_num_threads() == 1
+        share.before_epoch()  # quiet again
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)

@@ -1,0 +1,73 @@
+"""Threads for a CPU shared with other work: each epoch takes the cores other processes left free.
+
+PyTorch's OpenMP threads spin while they wait for each other, so a 2-thread run beside another busy
+process on 2 cores ran at about a quarter of its quiet speed, where one thread kept about 40%
+(docs/benchmarks.md). Before each epoch, ``CoreShare`` reads how much CPU the rest of the machine
+used during the last one (``/proc/stat`` less this process's own time) and trains with the cores
+left free, never more than the thread count the run started with (the user's or ``--jobs``'s
+choice), never fewer than one. A quiet machine keeps every thread. Linux only; elsewhere, and on
+other devices, nothing changes.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+
+import torch
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+MIN_WINDOW_S = 0.5
+
+
+class CoreShare:
+    def __init__(self) -> None:
+        self.budget = thread_budget()
+        self.cores = os.cpu_count() or 1
+        if torch.get_num_threads() != self.budget:  # an earlier run may have ended on fewer
+            torch.set_num_threads(self.budget)
+        self._last = _sample()
+
+    def before_epoch(self) -> None:
+        """Set this epoch's thread count from what the machine did since the last call."""
+        now = _sample()
+        if now is None or self._last is None or self.budget == 1:
+            self._last = now
+            return
+        (wall0, busy0, own0), (wall1, busy1, own1) = self._last, now
+        wall = wall1 - wall0
+        if wall < MIN_WINDOW_S:  # too short to tell (the first epoch): keep counting from the last sample
+            return
+        self._last = now
+        others = max(0.0, (busy1 - busy0) - (own1 - own0)) / wall  # cores' worth of other processes' work
+        threads = max(1, min(self.budget, round(self.cores - others)))
+        if threads != torch.get_num_threads():
+            torch.set_num_threads(threads)
+
+
+class NoShare:
+    """Devices whose threads are not the CPU's."""
+
+    def before_epoch(self) -> None:
+        return
+
+
+@functools.cache
+def thread_budget() -> int:
+    """The threads this process trains with on a quiet machine: PyTorch's count at the first run
+    (the user's OMP_NUM_THREADS, or what --jobs gave each worker)."""
+    return torch.get_num_threads()
+
+
+def _sample() -> tuple[float, float, float] | None:
+    """(wall seconds, CPU seconds the whole machine spent busy, CPU seconds this process spent)."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(v) for v in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle and iowait
+    busy = (sum(fields[:8]) - idle) / CLOCK_TICKS  # user..steal; guest time is counted in user
+    times = os.times()
+    return time.monotonic(), busy, times.user + times.system
