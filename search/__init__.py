@@ -8,6 +8,7 @@ nothing from here.
 
 from __future__ import annotations
 
+import search.startup  # noqa: F401 - first: a signal while the CLI imports the engine ends it in one line
 from search.algorithms import PRUNERS, SAMPLERS, make_pruner, make_sampler
 from search.data import Mnist, Split, Tensors, load_mnist, resolve_data_dir, split_train_val
 from search.driver import open_study, run_search

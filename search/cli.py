@@ -29,6 +29,7 @@ from search.interrupts import SearchInterrupted, signal_label, signal_number, te
 from search.jobs import WORKER_COMMAND, WORKER_OPTIONS_ENV
 from search.options import SearchOptions
 from search.results import format_summary
+from search.startup import release
 from spaces.errors import UserError, one_line
 
 EXIT_USAGE = 2
@@ -100,6 +101,7 @@ def _usage_or_version(version: bool) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    release()  # the start-up's one-line exit ends here: from now on each command handles its signals
     argv = list(sys.argv[1:] if argv is None else argv)
     # Our own progress lines replace Optuna's per-trial logs (its failed-trial warning carries a
     # traceback; we record and print the one-line reason). Heartbeats and grouped sampling are

@@ -508,3 +508,21 @@ def test_the_dashboard_stops_on_a_signal_in_one_line(signum, sqlite_study, tmp_p
     _, err = server.communicate(timeout=30)
     assert server.returncode == 128 + signum, err
     assert err.strip().splitlines()[-1].startswith("mnist-search dashboard: stopped") and "Traceback" not in err
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_the_cli_starts_is_one_line(signum, tmp_path):
+    import subprocess
+    import time
+
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    started = subprocess.Popen(
+        [sys.executable, "-m", "search.cli", "--space", "ffn", "--storage", f"sqlite:///{tmp_path}/s.db"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(0.5)  # inside the imports (torch alone takes longer)
+    started.send_signal(signum)
+    _, err = started.communicate(timeout=60)
+    assert started.returncode == 128 + signum, err
+    assert err.strip().splitlines() == [err.strip()] and "while starting" in err and "Traceback" not in err
+    assert not list(tmp_path.iterdir())
