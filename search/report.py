@@ -4,6 +4,7 @@ every study in the storage, the top-trials table) and its table as CSV."""
 from __future__ import annotations
 
 import html
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,9 @@ def study_figures(study: optuna.Study) -> list[tuple[str, go.Figure]]:
     figures = []
     for title, make in makers:
         try:
-            figures.append((title, make()))
+            with warnings.catch_warnings():  # "too few trials to compute importances": the figure says so
+                warnings.simplefilter("ignore", UserWarning)
+                figures.append((title, make()))
         except (ValueError, RuntimeError, ZeroDivisionError) as error:  # too few trials for this view
             figures.append((f"{title}: not drawable yet ({error})", go.Figure()))
     return figures
