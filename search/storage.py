@@ -188,14 +188,8 @@ def artifact_store(path: Path = ARTIFACTS_DIR) -> FileSystemArtifactStore:
 
 def _locate_file(path: Path, given: str, writable: bool) -> Location:
     """A plain path: a journal or a SQLite file, told apart by content; a new one becomes a journal."""
-    if path.is_dir():
-        raise UserError(f"storage {path} is a folder; pass a file path (a journal) or a sqlite:/// URL")
-    if not path.exists():
-        if not writable:
-            raise UserError(f"no storage at {path}; check the path (read-only commands create nothing)")
+    if not _existing_file(path, "storage", writable):
         return Location("journal", str(path), given, exists=False)
-    if not _is_file(path):
-        raise UserError(f"storage {path} is not a regular file; pass a journal file or a sqlite:/// URL")
     head = _head(path)
     if head.startswith(SQLITE_HEADER):
         _check_optuna_sqlite(path, writable)
@@ -208,6 +202,20 @@ def _locate_file(path: Path, given: str, writable: bool) -> Location:
     if not head and not writable:
         raise UserError(f"storage {path} is empty: it holds no study yet")
     return Location("journal", str(path), given)
+
+
+def _existing_file(path: Path, label: str, writable: bool) -> bool:
+    """Whether ``path`` is a regular file already; missing is fine only for a writer, anything else
+    (a folder, a FIFO, a device) is refused before it is opened."""
+    if path.is_dir():
+        raise UserError(f"{label} {path} is a folder; pass a file path")
+    if not path.exists():
+        if not writable:
+            raise UserError(f"no {label} at {path}; check the path (read-only commands create nothing)")
+        return False
+    if not _is_file(path):
+        raise UserError(f"{label} {path} is not a regular file; pass another --storage")
+    return True
 
 
 def _locate_sqlite_url(given: str, writable: bool) -> Location:
@@ -223,14 +231,8 @@ def _locate_sqlite_url(given: str, writable: bool) -> Location:
     if database in ("", ":memory:") or database.startswith(":memory:") or parsed.query.get("mode") == "memory":
         raise UserError(f"{redact(given)} is an in-memory database, lost when the command ends; pass sqlite:///PATH")
     path = Path(database)
-    if path.is_dir():
-        raise UserError(f"SQLite storage {path} is a folder; pass a file path")
-    if not path.exists():
-        if not writable:
-            raise UserError(f"no SQLite storage at {path}; check the path (read-only commands create nothing)")
+    if not _existing_file(path, "SQLite storage", writable):
         return Location("sqlite", str(path), given, exists=False)
-    if not _is_file(path):
-        raise UserError(f"SQLite storage {path} is not a regular file; pass another --storage")
     head = _head(path)
     if head and not head.startswith(SQLITE_HEADER):
         hint = " (it is an Optuna journal: pass its path without sqlite:///)" if looks_like_journal(head) else ""
