@@ -1,4 +1,5 @@
-"""Pruner A/B: the same search run for real under several --prune-from-epoch values.
+"""Pruner A/B: the same search run for real under several pruners (``PRUNER:EPOCH`` arms, the
+epoch being --prune-from-epoch).
 
 Where bench/replay_pruners.py replays recorded curves (cheap, but blind to how pruning changes what
 the sampler proposes next), this runs whole studies through the real CLI, one per (epoch, seed),
@@ -6,7 +7,11 @@ and compares the epochs and seconds they trained and the best validation accurac
 Studies with the same seed start from the same trials; they part ways once pruning differs.
 
     python bench/ab_pruners.py --space ffn --trials 40 --epochs 10 --train-subset 10000 \\
-        --prune-from 4 2 --seeds 0 1 2 3 4 5 --device cpu --parallel 2
+        --arms median:4 median:2 --seeds 0 1 2 3 4 5 --device cpu --parallel 2
+
+Besides epochs, seconds and the best three, each study reports the training seconds it took to
+first hold a trial at ``--to`` validation accuracy, and its best within the first ``--at``
+training seconds (default: the shortest study's total), trials taken in the order they ended.
 """
 
 from __future__ import annotations
@@ -29,13 +34,14 @@ from search.results import ranked_trials, training_effort
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_study(args: argparse.Namespace, prune_from: int, seed: int, folder: Path, threads: int) -> dict:
-    storage = f"sqlite:///{folder}/p{prune_from}-s{seed}.db"
+def run_study(args: argparse.Namespace, arm: str, seed: int, folder: Path, threads: int) -> dict:
+    pruner, prune_from = arm.split(":")
+    storage = f"sqlite:///{folder}/{pruner}{prune_from}-s{seed}.db"
     command = [
         sys.executable, "-m", "search.cli", "--space", args.space, "--trials", str(args.trials),
         "--epochs", str(args.epochs), "--train-subset", str(args.train_subset), "--val-size", str(args.val_size),
         "--seed", str(seed),
-        "--prune-from-epoch", str(prune_from), "--storage", storage, "--study-name", "ab",
+        "--pruner", pruner, "--prune-from-epoch", prune_from, "--storage", storage, "--study-name", "ab",
         "--device", args.device, "--artifacts", "", "--quiet",
     ]  # fmt: skip
     if args.data_dir:
@@ -44,14 +50,29 @@ def run_study(args: argparse.Namespace, prune_from: int, seed: int, folder: Path
     subprocess.run(command, cwd=REPO, env=env, check=True, capture_output=True)
     study = optuna.load_study(study_name="ab", storage=storage)
     effort = training_effort(study)
+    ended = sorted((t for t in study.trials if t.datetime_complete), key=lambda t: t.datetime_complete)
+    timeline, clock = [], 0.0  # (training seconds so far, the trial's value if complete and feasible)
+    feasible = {t.number for t in ranked_trials(study)}
+    for t in ended:
+        clock += t.user_attrs.get("seconds", 0.0)
+        timeline.append((round(clock, 1), t.values[0] if t.number in feasible else None))
     return {
-        "prune_from_epoch": prune_from,
+        "arm": arm,
         "seed": seed,
         "epochs": effort["epochs"],
         "train_seconds": round(effort["seconds"], 1),
         "pruned": sum(t.state.name == "PRUNED" for t in study.trials),
         "best_val": [round(t.values[0], 4) for t in ranked_trials(study)[:3]],
+        "timeline": timeline,
     }
+
+
+def seconds_to(row: dict, accuracy: float) -> float | None:
+    return next((clock for clock, value in row["timeline"] if value is not None and value >= accuracy), None)
+
+
+def best_within(row: dict, seconds: float) -> float:
+    return max((value for clock, value in row["timeline"] if value is not None and clock <= seconds), default=0.0)
 
 
 def main() -> None:
@@ -61,33 +82,46 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=10, help="epoch cap per trial")
     p.add_argument("--train-subset", type=int, default=10_000)
     p.add_argument("--val-size", type=int, default=10_000)
-    p.add_argument("--prune-from", type=int, nargs="+", default=[4, 2], help="first value is the baseline")
+    p.add_argument("--arms", nargs="+", default=["median:4", "peers:2"], help="PRUNER:EPOCH; the first is the baseline")
+    p.add_argument("--to", type=float, default=0.99, help="validation accuracy to time (default: 0.99)")
+    p.add_argument("--at", type=float, help="training seconds to read the best at (default: the shortest study)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--device", default="auto")
     p.add_argument("--data-dir")
     p.add_argument("--parallel", type=int, default=1, help="studies at once (CPU threads are shared out)")
     p.add_argument("--out", type=Path, help="also write the rows as JSON here")
+    p.add_argument("--keep", type=Path, help="keep the studies' SQLite files in this folder (default: a temporary one)")
     args = p.parse_args()
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     threads = max(1, (os.cpu_count() or 1) // args.parallel)
-    runs = [(w, s) for s in args.seeds for w in args.prune_from]
+    runs = [(arm, s) for s in args.seeds for arm in args.arms]
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(args.parallel) as pool:
-        rows = list(pool.map(lambda run: run_study(args, *run, Path(tmp), threads), runs))
-    print("| prune from epoch | seed | epochs | training s | pruned | best 3 val |")
-    print("| --- | --- | --- | --- | --- | --- |")
+        folder = Path(tmp)
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            folder = args.keep
+        rows = list(pool.map(lambda run: run_study(args, *run, folder, threads), runs))
+    at = args.at or min(r["train_seconds"] for r in rows)
+    print(f"| arm | seed | epochs | training s | pruned | best 3 val | s to {args.to} | best in {at:.0f} s |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        cells = [r["prune_from_epoch"], r["seed"], r["epochs"], r["train_seconds"], r["pruned"]]
-        print("| " + " | ".join(map(str, cells)) + " | " + ", ".join(f"{v:.4f}" for v in r["best_val"]) + " |")
-    base = {r["seed"]: r for r in rows if r["prune_from_epoch"] == args.prune_from[0]}
-    for w in args.prune_from[1:]:
-        mine = [r for r in rows if r["prune_from_epoch"] == w]
-        ratios = [base[r["seed"]]["epochs"] / r["epochs"] for r in mine]
+        to = seconds_to(r, args.to)
+        cells = [r["arm"], r["seed"], r["epochs"], r["train_seconds"], r["pruned"]]
+        cells += [", ".join(f"{v:.4f}" for v in r["best_val"]), "never" if to is None else f"{to:.0f}"]
+        print("| " + " | ".join(map(str, cells)) + f" | {best_within(r, at):.4f} |")
+    base = {r["seed"]: r for r in rows if r["arm"] == args.arms[0]}
+    for arm in args.arms[1:]:
+        mine = [r for r in rows if r["arm"] == arm]
+        ratios = [base[r["seed"]]["train_seconds"] / r["train_seconds"] for r in mine]
         deltas = [r["best_val"][0] - base[r["seed"]]["best_val"][0] for r in mine]
+        at_deltas = [best_within(r, at) - best_within(base[r["seed"]], at) for r in mine]
         print(
-            f"from epoch {w} vs {args.prune_from[0]}: {statistics.mean(ratios):.2f}x fewer epochs "
+            f"{arm} vs {args.arms[0]}: {statistics.mean(ratios):.2f}x fewer training seconds "
             f"({min(ratios):.2f}-{max(ratios):.2f}); best val {statistics.mean(deltas) * 100:+.2f} pp on average "
-            f"({min(deltas) * 100:+.2f} to {max(deltas) * 100:+.2f}), same seed"
+            f"({min(deltas) * 100:+.2f} to {max(deltas) * 100:+.2f}); best in {at:.0f} s "
+            f"{statistics.mean(at_deltas) * 100:+.2f} pp ({sum(d > 0 for d in at_deltas)} higher, "
+            f"{sum(d < 0 for d in at_deltas)} lower), same seed"
         )
     if args.out:
         args.out.write_text(json.dumps(rows, indent=1) + "\n")

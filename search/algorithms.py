@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import optuna
 
+from search.pruning import PeerMedianPruner
+
 SAMPLERS = ("tpe", "random", "gp", "cmaes")
-PRUNERS = ("median", "hyperband", "sha", "none")
+PRUNERS = ("peers", "median", "hyperband", "sha", "none")
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
@@ -29,6 +31,8 @@ def make_pruner(name: str, max_epochs: int, prune_from_epoch: int | None = None)
     """Epochs are the pruning steps; ``max_epochs`` is the study's epoch cap. The median pruner
     judges a trial at an epoch from ``prune_from_epoch`` (default 4) on, and only against the median
     of at least ``JUDGE_AMONG`` completed trials that trained that far."""
+    if name == "peers":
+        return PeerMedianPruner(PRUNE_FROM_EPOCH if prune_from_epoch is None else prune_from_epoch)
     if name == "median":
         # Epoch 4: OneCycle and augmented trials start slow and finish strong. Replaying seven
         # recorded H100 studies (bench/replay_pruners.py) said epoch 2 would save 1.19-1.46x and

@@ -1,7 +1,7 @@
 """``mnist-search``: a thin argparse layer over ``search.run_search`` and the export commands.
 
 mnist-search --space gap_cnn --trials 100      # search (the default command)
-mnist-search export|retrain|report|dashboard   # see `mnist-search COMMAND --help`
+mnist-search export|retrain|report|dashboard|zoo|frontier   # see `mnist-search COMMAND --help`
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ from search.commands import (
     predict_command,
     report_command,
     retrain_command,
+    zoo_command,
 )
 from search.driver import run_search
+from search.frontier import frontier_command
 from search.interrupts import SearchInterrupted, signal_label, signal_number, terminate_as_interrupt
 from search.jobs import WORKER_COMMAND, WORKER_OPTIONS_ENV
 from search.options import SearchOptions
@@ -39,7 +41,7 @@ def search_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="mnist-search",
         description="Pruned Optuna search over an MNIST model family. Other commands: "
-        "export, retrain, report, dashboard, predict, export-model (mnist-search COMMAND --help).",
+        "export, retrain, report, dashboard, predict, export-model, zoo, frontier (mnist-search COMMAND --help).",
         formatter_class=HelpFormatter,
     )
     add_flags(parser, SearchOptions)  # every flag from its SearchOptions field
@@ -82,6 +84,8 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "dashboard": dashboard_command,
     "predict": predict_command,
     "export-model": export_model_command,
+    "zoo": zoo_command,
+    "frontier": frontier_command,
 }
 
 

@@ -1,9 +1,10 @@
-"""The commands after a search: export, retrain, report, dashboard, predict and export-model."""
+"""The commands after a search: export, retrain, report, dashboard, predict, export-model and zoo."""
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +18,7 @@ from search.files import inside
 from search.flags import port, positive_int
 from search.retrain import format_retrain, retrain
 from search.storage import ARTIFACTS_DIR, artifact_store, default_storage
+from search.zoo import format_zoo, load_zoo, zoo_entry
 from spaces.errors import one_line
 
 
@@ -39,6 +41,7 @@ def retrain_command(argv: Sequence[str]) -> int:
         "fixed epochs, once per seed, on the full 60k training set; report test accuracy mean ± std.",
     )
     p.add_argument("configs", nargs="*", help="exported config JSON files")
+    p.add_argument("--zoo", nargs="+", default=[], metavar="NAME", help="zoo entries (mnist-search zoo lists them)")
     add_study_flags(p)
     p.add_argument("--top", type=positive_int, default=3, help="with a study: how many of its best trials")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds, one run each")
@@ -54,8 +57,9 @@ def retrain_command(argv: Sequence[str]) -> int:
     add_data_flags(p)
     args = p.parse_args(argv)
     study = None
-    if args.configs:
+    if args.configs or args.zoo:
         records = [load_record(Path(c), trusted=args.space) for c in args.configs]
+        records += [zoo_entry(name).record() for name in args.zoo]
     else:
         study = load_study(args, writable=True)
         records = [trial_record(study, t, args.space) for t in select_trials(study, args.top, with_baseline=True)]
@@ -83,17 +87,29 @@ def retrain_command(argv: Sequence[str]) -> int:
     return 0
 
 
+def zoo_command(argv: Sequence[str]) -> int:
+    p = command_parser("zoo", "List the retrained models that ship with mnist-search, with their measured figures.")
+    p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    args = p.parse_args(argv)
+    entries = load_zoo()
+    print(json.dumps([e.listing() for e in entries], indent=1) if args.json else format_zoo(entries))
+    return 0
+
+
 def report_command(argv: Sequence[str]) -> int:
     p = command_parser("report", "Write a self-contained HTML report and a CSV of a study.")
     add_study_flags(p)
     p.add_argument("--top", type=positive_int, default=10, help="rows in the top-trials table")
     p.add_argument("--out", help="HTML path (default: studies/exports/report-STUDY.html)")
+    p.add_argument("--frontier", help="frontier file to add (default: studies/frontier/SPACE.json, if there is one)")
     args = p.parse_args(argv)
+    from search.frontier_view import report_frontier
     from search.report import write_report  # plotly only for this command
 
     study = load_study(args)
+    frontier = report_frontier(study.user_attrs.get("space"), args.frontier)
     out = Path(args.out) if args.out else inside(EXPORTS_DIR, "report", study.study_name, suffix=".html")
-    for path in write_report(study, args.storage, out, args.top):
+    for path in write_report(study, args.storage, out, args.top, frontier):
         print(path)
     return 0
 

@@ -1,10 +1,20 @@
 """How long the rest of a study takes on this device: epochs still to train × seconds per epoch.
 
 Seconds per epoch come from what this device measured (every finished trial that trained on it,
-and the trial in training), so they hold from the first epoch on. Epochs per trial come from the
-study's finished trials (pruned and over-budget ones included: they are the mix the rest will
-be), blended with a prior worth ``PRIOR_TRIALS`` trials until the study has its own. Trials per
-second would say nothing until trials end, and trials differ tenfold in length.
+and the trial in training), so they hold from the first epoch on.
+
+Epochs still to train come from a model of what the pruner will do, not from an average of the
+trials so far: a study's first trials are its least typical (the seed baseline trains to the end;
+few trials have completed, so the pruner's bar is low, yet the sampler has not learnt yet either).
+Each trial still to come
+
+- is over the parameter budget, and never trains, at the share seen among the sampled trials;
+- else completes, at the share seen among the sampled trials that trained, and then trains the
+  completed trials' mean epochs;
+- else is pruned, after the pruned trials' mean epochs.
+
+Each share and mean is blended with a prior worth ``PRIOR_TRIALS`` trials. Time outside training
+(sampling, storage, start-up of each trial) is this study's own, per finished trial.
 """
 
 from __future__ import annotations
@@ -16,16 +26,21 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.states import FINISHED
 
-PRIOR_TRIALS = 3
-# Of the epoch cap: the recorded 100-trial gap_cnn study (H100, median pruner from epoch 4)
-# trained 565 epochs with a cap of 20, 0.28 of the cap a trial (docs/benchmarks.md).
-PRIOR_EPOCH_FRACTION = 0.28
+PRIOR_TRIALS = 5
+# The priors (docs/benchmarks.md, "How good the time-to-go estimate is"): the share of sampled
+# trials over budget, and of trained ones that complete; a completed trial's epochs, as a share of
+# the epoch cap; a pruned trial's epochs beyond the pruner's first judging epoch.
+PRIOR_OVER_BUDGET = 0.15
+PRIOR_COMPLETE = 0.25
+PRIOR_COMPLETE_FRACTION = 0.7
+PRIOR_PRUNED_EXTRA = 1.5
+DEFAULT_FIRST_JUDGED = 4  # a pruner that does not say when it starts judging
 
 
 @dataclass(frozen=True)
 class Estimate:
     seconds_per_epoch: float
-    epochs_per_trial: float
+    epochs_per_trial: float  # expected for each trial still to finish
     remaining_seconds: float
 
     def describe(self) -> str:
@@ -37,10 +52,12 @@ class Estimate:
 
 @dataclass(frozen=True)
 class Running:
-    """The trial in training here: seconds so far and epochs done."""
+    """The trial in training here: seconds so far and epochs done (and, once it ended, whether it
+    completed)."""
 
     seconds: float
     epochs: int
+    completed: bool = False
 
 
 def estimate(
@@ -50,30 +67,74 @@ def estimate(
     max_epochs: int,
     running: Running | None = None,
     just_finished: Running | None = None,
+    first_judged_epoch: int = DEFAULT_FIRST_JUDGED,
 ) -> Estimate | None:
     """The time to finish ``total`` trials, or None before this device has timed an epoch.
     ``running``: the trial in training here; ``just_finished``: one that ended here and is not yet
-    in ``trials``."""
+    in ``trials``; ``first_judged_epoch``: the first epoch the study's pruner may stop a trial at."""
     finished = [t for t in trials if t.state in FINISHED]
     timed = [t for t in finished if t.user_attrs.get("device") == device and t.user_attrs.get("epochs_run")]
     seconds = sum(t.user_attrs.get("seconds", 0.0) for t in timed)
     epochs = sum(t.user_attrs["epochs_run"] for t in timed)
-    trained = sum(t.user_attrs.get("epochs_run", 0) for t in finished)
-    n_finished = len(finished)
     for here in (running, just_finished):
         if here is not None:
             seconds, epochs = seconds + here.seconds, epochs + here.epochs
-    if just_finished is not None:
-        trained, n_finished = trained + just_finished.epochs, n_finished + 1
     if not epochs:
         return None
+
+    sampled = [t for t in finished if not _enqueued(t)]
+    over = sum("infeasible" in t.user_attrs for t in sampled)
+    completed = [_epochs(t) for t in finished if t.state == TrialState.COMPLETE and _epochs(t)]
+    pruned = [_epochs(t) for t in sampled if t.state == TrialState.PRUNED and _epochs(t)]
+    trained_complete = sum(t.state == TrialState.COMPLETE and _epochs(t) > 0 for t in sampled)
+    n_finished, n_sampled = len(finished), len(sampled)
+    if just_finished is not None:
+        n_finished, n_sampled = n_finished + 1, n_sampled + 1
+        if not just_finished.epochs:
+            over += 1
+        elif just_finished.completed:
+            completed.append(just_finished.epochs)
+            trained_complete += 1
+        else:
+            pruned.append(just_finished.epochs)
+    trained = len(pruned) + trained_complete
+
+    over_share = _blend(PRIOR_OVER_BUDGET, over, n_sampled)
+    complete_share = _blend(PRIOR_COMPLETE, trained_complete, trained)
+    complete_epochs = _blend(PRIOR_COMPLETE_FRACTION * max_epochs, sum(completed), len(completed))
+    pruned_epochs = _blend(first_judged_epoch + PRIOR_PRUNED_EXTRA, sum(pruned), len(pruned))
+    per_trial = (1 - over_share) * (complete_share * complete_epochs + (1 - complete_share) * pruned_epochs)
+    left = max(total - n_finished, 0)
+    left_epochs = max(left * per_trial - (running.epochs if running else 0), 0.0)
     seconds_per_epoch = seconds / epochs
-    prior = PRIOR_EPOCH_FRACTION * max_epochs
-    epochs_per_trial = (prior * PRIOR_TRIALS + trained) / (PRIOR_TRIALS + n_finished)
-    left_epochs = max(total - n_finished, 0) * epochs_per_trial - (running.epochs if running else 0)
     # Workers sharing the study (--jobs, other hosts) each train one of the trials in flight.
     workers = max(1, sum(t.state == TrialState.RUNNING for t in trials))
-    return Estimate(seconds_per_epoch, epochs_per_trial, max(left_epochs, 0.0) * seconds_per_epoch / workers)
+    remaining = (left_epochs * seconds_per_epoch + left * _outside_training(finished)) / workers
+    return Estimate(seconds_per_epoch, per_trial, remaining)
+
+
+def _blend(prior: float, observed_sum: float, observed_count: int) -> float:
+    return (prior * PRIOR_TRIALS + observed_sum) / (PRIOR_TRIALS + observed_count)
+
+
+def _epochs(trial: FrozenTrial) -> int:
+    return 0 if "infeasible" in trial.user_attrs else int(trial.user_attrs.get("epochs_run", 0))
+
+
+def _enqueued(trial: FrozenTrial) -> bool:
+    """The seed baselines and warm starts: queued by hand, not the sampler's mix."""
+    return bool(trial.user_attrs.get("baseline")) or "warm_start_of" in trial.user_attrs
+
+
+def _outside_training(finished: Sequence[FrozenTrial]) -> float:
+    """Seconds per trial that the study spent outside training: from the first start to the last end,
+    less the trials' own training seconds."""
+    starts = [t.datetime_start for t in finished if t.datetime_start]
+    ends = [t.datetime_complete for t in finished if t.datetime_complete]
+    if not starts or not ends or not finished:
+        return 0.0
+    span = (max(ends) - min(starts)).total_seconds()
+    return max(span - sum(t.user_attrs.get("seconds", 0.0) for t in finished), 0.0) / len(finished)
 
 
 def format_duration(seconds: float) -> str:

@@ -127,8 +127,8 @@ class SearchOptions:
             "--warm-start",
             nargs="+",
             metavar="SOURCE",
-            help="start from known configs: STORAGE#STUDY (its best --warm-start-top) or exported .json files; "
-            "each is checked against this study's space and budget",
+            help="start from known configs: STORAGE#STUDY (its best --warm-start-top), exported .json files, or "
+            "zoo (the shipped models of this space); each is checked against this study's space and budget",
             to_option=tuple,
         ),
     )
@@ -244,7 +244,7 @@ class SearchOptions:
             raise UserError(f"--timeout must be a positive number of seconds, got {self.timeout}")
         space = get_space(self.space)
         budget = space.budget(self.max_params, self.max_epochs)
-        if self.pruner == "median" and (self.prune_from_epoch or 0) > budget.max_epochs:
+        if self.pruner in ("median", "peers") and (self.prune_from_epoch or 0) > budget.max_epochs:
             raise UserError(
                 f"--prune-from-epoch {self.prune_from_epoch} is past the epoch cap ({budget.max_epochs}), so no "
                 "trial could be pruned; lower it, or pass --pruner none"

@@ -15,7 +15,8 @@ import optuna
 from optuna.trial import TrialState
 from tqdm import tqdm
 
-from search.estimate import Running, estimate
+from search.estimate import DEFAULT_FIRST_JUDGED, Running, estimate
+from search.pruning import PeerMedianPruner
 from search.states import FINISHED
 
 LINES_ENV = "MNIST_SEARCH_PROGRESS_LINES"
@@ -27,6 +28,8 @@ class Progress:
     def __init__(self, study: optuna.Study, total: int, *, quiet: bool, device: str = "cpu", max_epochs: int = 1):
         self.study, self.total, self.quiet = study, total, quiet
         self.device, self.max_epochs = device, max_epochs
+        pruner = study.pruner
+        self.first_judged = pruner.from_epoch if isinstance(pruner, PeerMedianPruner) else DEFAULT_FIRST_JUDGED
         self.running: Running | None = None
         self.trial_start = time.perf_counter()
         self.status = ""
@@ -51,7 +54,7 @@ class Progress:
         done = sum(t.state in FINISHED for t in trials)
         if self.quiet or done < 3 or done >= self.total:
             return
-        guess = estimate(trials, self.total, self.device, self.max_epochs)
+        guess = estimate(trials, self.total, self.device, self.max_epochs, first_judged_epoch=self.first_judged)
         if guess is not None:
             print(f"resuming: {done} of {self.total} trials finished; {guess.describe()} on {self.device}", flush=True)
 
@@ -68,7 +71,7 @@ class Progress:
     def _estimate(self, just_finished: Running | None = None) -> str:
         trials = self.study.get_trials(deepcopy=False)
         running = None if just_finished else self.running
-        guess = estimate(trials, self.total, self.device, self.max_epochs, running, just_finished)
+        guess = estimate(trials, self.total, self.device, self.max_epochs, running, just_finished, self.first_judged)
         return "" if guess is None else f" · {guess.describe()}"
 
     def trial_started(self) -> None:
@@ -82,8 +85,9 @@ class Progress:
 
     def trial_done(self, number: int, state: str, accuracy: float | None, params: int | None, reason: str = "") -> None:
         # This trial is not yet told to the storage: count it, and its epochs, by hand.
-        ended: Running | None = self.running or Running(0.0, 0)
-        ended = ended if state != "FAIL" else None  # failed trials are not part of the study's mix
+        ran = self.running or Running(0.0, 0)
+        # Failed trials are not part of the study's mix.
+        ended = None if state == "FAIL" else Running(ran.seconds, ran.epochs, completed=state == "COMPLETE")
         self.running = None
         if self.quiet:
             return

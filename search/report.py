@@ -15,6 +15,7 @@ import plotly.graph_objects as go
 from optuna.trial import TrialState
 
 from search.files import check_writable_dir, write_text
+from search.frontier_view import frontier_html
 from search.redact import redact
 from search.results import format_target, is_feasible, state_counts, study_target, training_effort, trials_table
 from spaces.errors import UserError
@@ -76,7 +77,9 @@ def study_figures(study: optuna.Study) -> list[tuple[str, go.Figure]]:
     return figures
 
 
-def write_report(study: optuna.Study, storage_url: str, out: Path, top: int = 10) -> tuple[Path, Path]:
+def write_report(
+    study: optuna.Study, storage_url: str, out: Path, top: int = 10, frontier: dict[str, Any] | None = None
+) -> tuple[Path, Path]:
     """One self-contained HTML file (plotly.js embedded once) plus the top-trials table as CSV."""
     if out.is_dir():
         raise UserError(f"--out {out} is a folder; pass an .html file path")
@@ -104,6 +107,8 @@ def write_report(study: optuna.Study, storage_url: str, out: Path, top: int = 10
     for i, (title, fig) in enumerate(figures):
         parts.append(f"<h2>{html.escape(title)}</h2>")
         parts.append(fig.to_html(full_html=False, include_plotlyjs=i == 0))
+    if frontier is not None:
+        parts.append(frontier_html(frontier, include_plotlyjs=False))
     page = (
         "<!doctype html><html><head><meta charset='utf-8'>"
         f"<title>mnist-search report: {html.escape(study.study_name)}</title>"

@@ -74,7 +74,12 @@ def retrain(
     space = recorded_space(record["space"], f"config of {record.get('study', 'a retrain')!r}", trusted)
     config = dict(record["config"])
     space.check_config(config)
-    name = "-".join(slug(str(part)) for part in (record.get("study", space.name), f"trial{record.get('trial', 'x')}"))
+    if "name" in record:  # a zoo entry
+        name = slug(str(record["name"]))
+    else:
+        name = "-".join(
+            slug(str(part)) for part in (record.get("study", space.name), f"trial{record.get('trial', 'x')}")
+        )
     digest = config_digest(config)
     if record.get("config_sha256") not in (None, digest):  # an edited copy: never overwrite the original's files
         name += f"-edited-{digest[:8]}"

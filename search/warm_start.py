@@ -1,5 +1,6 @@
-"""``--warm-start``: begin a study from what is known, the best configs of another study or
-exported JSON files, enqueued as its first trials (after the seed baseline).
+"""``--warm-start``: begin a study from what is known, the best configs of another study,
+exported JSON files, or ``zoo`` (the shipped entries of the study's space), enqueued as its first
+trials (after the seed baseline).
 
 Each config is checked against this study's space and budget (``Space.check_config``); one that
 does not fit is skipped with a note. Each enqueued trial records ``warm_start_of`` (where it came
@@ -20,9 +21,11 @@ from search.options import MAX_SEED
 from search.redact import redact
 from search.results import ranked_trials
 from search.storage import open_storage
+from search.zoo import load_zoo
 from spaces import Budget, Space
 from spaces.errors import UserError
 
+ZOO_SOURCE = "zoo"
 STUDY_SEPARATOR = "#"  # STORAGE#STUDY: "#" never carries meaning in a storage URL or journal path
 
 
@@ -32,7 +35,7 @@ def enqueue_warm_starts(
     """Enqueue the configs of ``sources`` that fit; returns one note per config (enqueued or skipped)."""
     done = {t.user_attrs.get("warm_start_of") for t in study.get_trials(deepcopy=False)}
     notes = []
-    for origin, config, train_seed in _configs(sources, top):
+    for origin, config, train_seed in _configs(sources, top, space.name):
         if origin in done:
             continue  # a rerun with the same --warm-start: already in the study
         try:
@@ -55,9 +58,11 @@ def _check_seed(train_seed: object) -> None:
         raise UserError(f"its train_seed {str(train_seed)[:40]!r} is not a whole number from 0 to {MAX_SEED}")
 
 
-def _configs(sources: Sequence[str], top: int) -> Iterator[tuple[str, dict[str, Any], int | None]]:
+def _configs(sources: Sequence[str], top: int, space: str) -> Iterator[tuple[str, dict[str, Any], int | None]]:
     for source in sources:
-        if source.endswith(".json"):
+        if source == ZOO_SOURCE:  # the shipped entries of this space; the budget check picks those that fit
+            yield from ((f"zoo {e.name}", dict(e.config), None) for e in load_zoo() if e.space == space)
+        elif source.endswith(".json"):
             yield _from_export(Path(source))
         else:
             yield from _from_study(source, top)

@@ -220,7 +220,9 @@ class Worker:
                 self.progress.epoch(trial.number, epoch, config["epochs"], accuracy)
                 if not self.options.multi_objective:
                     trial.report(accuracy, epoch)
-                    if trial.should_prune():
+                    # After the last epoch stopping saves nothing, and the sampler learns more
+                    # from a finished value than from a pruned one.
+                    if epoch < config["epochs"] and trial.should_prune():
                         raise optuna.TrialPruned(f"pruned at epoch {epoch} with val accuracy {accuracy:.4f}")
 
         self.progress.trial_started()

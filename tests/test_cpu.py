@@ -21,21 +21,34 @@ from search.cpu import (
     FastBatchNorm2d,
     FastDropout,
     cpu_has_native_bf16,
+    dropout,
     forward_flops,
     swap_cpu_modules,
 )
 from search.cpu.allocator import USER_SETTINGS
 from search.cpu.dropout import dropped_positions, splitmix64
-from search.estimate import PRIOR_EPOCH_FRACTION, PRIOR_TRIALS, Running, estimate, format_duration
+from search.estimate import (
+    PRIOR_COMPLETE,
+    PRIOR_COMPLETE_FRACTION,
+    PRIOR_OVER_BUDGET,
+    PRIOR_PRUNED_EXTRA,
+    PRIOR_TRIALS,
+    Running,
+    estimate,
+    format_duration,
+)
 from search.profile import DeviceProfile, resolve_precision
 from spaces import get_space
 from spaces.training import TrainSettings
 from tests.conftest import run_cli, small_search
 
 
-def test_fast_dropout_drops_p_scales_the_rest_and_keeps_the_layout():
+@pytest.mark.parametrize("side", [13, 24])  # the mask everywhere; at 24 and p < 0.1, positions
+def test_fast_dropout_drops_p_scales_the_rest_and_keeps_the_layout(side, monkeypatch):
     torch.manual_seed(0)
-    x = torch.ones(256, 8, 13, 13).to(memory_format=torch.channels_last)
+    x = torch.ones(256, 8, side, side).to(memory_format=torch.channels_last)
+    drawn = []
+    monkeypatch.setattr(dropout, "dropped_positions", lambda *a: drawn.append(a) or dropped_positions(*a))
     for p in (0.05, 0.2, 0.5):
         y = FastDropout(p).train()(x)
         dropped = (y == 0).float().mean().item()
@@ -43,6 +56,8 @@ def test_fast_dropout_drops_p_scales_the_rest_and_keeps_the_layout():
         assert y.max().item() == pytest.approx(1 / (1 - p), rel=1e-3)
         assert y.is_contiguous(memory_format=torch.channels_last)
         assert y.mean().item() == pytest.approx(1.0, abs=0.01)  # unbiased, as nn.Dropout
+    big = x.numel() >= dropout.POSITIONS_MIN_ELEMENTS
+    assert [a[1] for a in drawn] == ([0.05] if big else [])  # positions only at small p on big tensors
     for dtype in (torch.bfloat16, torch.float16, torch.float64):
         y = FastDropout(0.2).train()(x.to(dtype))
         assert y.dtype == dtype and set(y.unique().tolist()) == {0.0, torch.tensor(1.25, dtype=dtype).item()}
@@ -50,11 +65,12 @@ def test_fast_dropout_drops_p_scales_the_rest_and_keeps_the_layout():
     assert (FastDropout(0.5).train()(sliced) == 0).float().mean().item() == pytest.approx(0.5, abs=0.02)
     assert FastDropout(0.3).eval()(x) is x
     # The gradient takes the same mask, also when it arrives in another layout than x's.
-    grad_in = x.clone().requires_grad_()
-    y = FastDropout(0.5).train()(grad_in)
-    upstream = torch.rand(256, 8, 13, 13)  # contiguous, where x is channels-last
-    (y * upstream).sum().backward()
-    torch.testing.assert_close(grad_in.grad, torch.where(y == 0, 0.0, 2 * upstream))
+    for p in (0.05, 0.5):
+        grad_in = x.clone().requires_grad_()
+        y = FastDropout(p).train()(grad_in)
+        upstream = torch.rand(x.shape)  # contiguous, where x is channels-last
+        (y * upstream).sum().backward()
+        torch.testing.assert_close(grad_in.grad, torch.where(y == 0, 0.0, upstream / (1 - p)))
 
 
 def test_dropped_positions_are_a_bernoulli_process():
@@ -193,32 +209,53 @@ def test_process_settings_come_from_configure_process_not_from_import_or_train()
     assert out.stdout.splitlines() == ["None 0", "None 0", "128 1"]
 
 
-def _trial(state: TrialState, epochs: int, seconds: float, device: str = "cpu"):
+def _trial(state: TrialState, epochs: int, seconds: float, device: str = "cpu", **attrs):
     return create_trial(
         state=state, value=0.9 if state == TrialState.COMPLETE else None,
         intermediate_values={e: 0.9 for e in range(1, epochs + 1)},
         params={"x": 1}, distributions={"x": IntDistribution(0, 2)},
-        user_attrs={"epochs_run": epochs, "seconds": seconds, "device": device},
+        user_attrs={"epochs_run": epochs, "seconds": seconds, "device": device, **attrs},
     )  # fmt: skip
 
 
 def test_the_estimate_is_epochs_left_times_this_devices_seconds_per_epoch():
     finished = [
+        _trial(TrialState.COMPLETE, 19, 38.0, baseline=True),  # queued by hand: not the sampler's mix
         _trial(TrialState.COMPLETE, 10, 20.0),
         _trial(TrialState.PRUNED, 4, 8.0),
-        _trial(TrialState.PRUNED, 4, 8.0),
+        _trial(TrialState.PRUNED, 2, 4.0),
+        _trial(TrialState.COMPLETE, 0, 0.0, infeasible="over budget"),
     ]
     other_device = _trial(TrialState.COMPLETE, 10, 1.0, device="cuda:0")
-    guess = estimate([*finished, other_device], total=20, device="cpu", max_epochs=20)
+    guess = estimate([*finished, other_device], total=20, device="cpu", max_epochs=20, first_judged_epoch=2)
     assert guess.seconds_per_epoch == pytest.approx(2.0)  # the CUDA trial's speed is not this device's
-    prior = PRIOR_EPOCH_FRACTION * 20
-    epochs_per_trial = (prior * PRIOR_TRIALS + 28) / (PRIOR_TRIALS + 4)
-    assert guess.epochs_per_trial == pytest.approx(epochs_per_trial)
-    assert guess.remaining_seconds == pytest.approx(16 * epochs_per_trial * 2.0)
+
+    def blend(prior, total, count):
+        return (prior * PRIOR_TRIALS + total) / (PRIOR_TRIALS + count)
+
+    over = blend(PRIOR_OVER_BUDGET, 1, 5)  # 5 sampled trials (the CUDA one too), 1 over budget
+    complete = blend(PRIOR_COMPLETE, 2, 4)  # of the 4 that trained, 2 completed
+    complete_epochs = blend(PRIOR_COMPLETE_FRACTION * 20, 19 + 10 + 10, 3)  # the baseline's too
+    pruned_epochs = blend(2 + PRIOR_PRUNED_EXTRA, 4 + 2, 2)
+    per_trial = (1 - over) * (complete * complete_epochs + (1 - complete) * pruned_epochs)
+    assert guess.epochs_per_trial == pytest.approx(per_trial)
+    outside = guess.remaining_seconds - 14 * per_trial * 2.0
+    assert 0 <= outside < 1  # create_trial's trials took no time outside training
     assert estimate([], total=5, device="cpu", max_epochs=20) is None  # nothing timed yet
     first_epoch = estimate([], total=5, device="cpu", max_epochs=20, running=Running(3.0, 1))
     assert first_epoch.seconds_per_epoch == 3.0 and first_epoch.remaining_seconds > 0
     assert format_duration(3725) == "1:02:05" and format_duration(65) == "1:05"
+
+
+def test_the_estimate_learns_the_studys_own_pruning_and_sees_a_trial_just_ended():
+    pruned_early = [_trial(TrialState.PRUNED, 2, 2.0) for _ in range(30)]
+    short = estimate(pruned_early, total=60, device="cpu", max_epochs=20, first_judged_epoch=2)
+    long = estimate([_trial(TrialState.COMPLETE, 20, 20.0) for _ in range(30)], total=60, device="cpu", max_epochs=20)
+    assert short.epochs_per_trial < 3 < 15 < long.epochs_per_trial  # its own mix outweighs the prior
+    for state in (TrialState.COMPLETE, TrialState.PRUNED):  # one not yet stored counts as it ended
+        stored = estimate([*pruned_early, _trial(state, 20, 20.0)], 60, "cpu", 20)
+        ended = Running(20.0, 20, completed=state == TrialState.COMPLETE)
+        assert estimate(pruned_early, 60, "cpu", 20, just_finished=ended).epochs_per_trial == stored.epochs_per_trial
 
 
 def test_trials_record_their_precision_and_log_lines_carry_the_estimate(tmp_path, data_dir, capsys, monkeypatch):

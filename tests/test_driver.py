@@ -124,6 +124,42 @@ def test_median_pruner_judges_only_against_trained_curves():
     assert slightly_worse()
 
 
+def test_peers_pruner_judges_against_the_same_schedule_and_else_the_worst_curve():
+    study = optuna.create_study(direction="maximize", pruner=make_pruner("peers", 10, 2))
+    schedules = optuna.distributions.CategoricalDistribution(["none", "onecycle"])
+
+    def completed(schedule: str, curve: list[float]) -> None:
+        study.add_trial(optuna.trial.create_trial(
+            state=TrialState.COMPLETE, value=curve[-1], params={"schedule": schedule},
+            distributions={"schedule": schedules}, intermediate_values=dict(enumerate(curve, start=1)),
+        ))  # fmt: skip
+
+    def stopped(schedule: str, curve: list[float]) -> bool:
+        study.enqueue_trial({"schedule": schedule})
+        trial = study.ask({"schedule": schedules})
+        for epoch, accuracy in enumerate(curve, start=1):
+            trial.report(accuracy, epoch)
+        return trial.should_prune()
+
+    completed("none", [0.96, 0.97, 0.98])  # the seed baseline: constant rate
+    assert not stopped("none", [0.10])  # epoch 1: before the first judging epoch
+    assert stopped("none", [0.95, 0.965])  # below its one peer at epoch 2
+    assert not stopped("onecycle", [0.90, 0.975])  # no onecycle peer: only worse than every curve stops
+    assert stopped("onecycle", [0.90, 0.95])
+    completed("onecycle", [0.90, 0.94, 0.99])
+    assert not stopped("onecycle", [0.91, 0.945])  # now judged against its own schedule's curve
+    assert stopped("onecycle", [0.85, 0.93])
+    assert not stopped("none", [0.99, 0.95])  # its best so far counts: a dip is not judged alone
+
+
+def test_no_trial_is_pruned_after_its_last_epoch(tmp_path, data_dir, monkeypatch):
+    """Stopping there saves nothing, and the sampler learns more from a finished value."""
+    monkeypatch.setattr(optuna.trial.Trial, "should_prune", lambda self: True)
+    study = run_search(options(tmp_path, data_dir, trials=3, max_epochs=1))  # every trial: 1 epoch
+    trained = [t for t in study.trials if "infeasible" not in t.user_attrs]
+    assert trained and all(t.state == TrialState.COMPLETE and t.user_attrs["epochs_run"] == 1 for t in trained)
+
+
 def test_study_of_another_space_is_refused_and_left_untouched(tmp_path, data_dir):
     run_search(options(tmp_path, data_dir, trials=1, study_name="mine"))
     with pytest.raises(UserError, match="space='ffn'|created with space"):

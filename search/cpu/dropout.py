@@ -1,11 +1,16 @@
-"""A dropout for training on the CPU whose cost follows the elements it drops.
+"""A dropout for training on the CPU, drawn on all cores.
 
 PyTorch's CPU dropout draws one Bernoulli sample per element from a single-threaded generator; in
-a GAP CNN's bf16 step that cost more than the convolutions (docs/benchmarks.md). Here the dropped
-positions are drawn directly, as the arrivals of a Bernoulli(p) process: the gap to the next drop
+a GAP CNN's bf16 step that cost more than the convolutions (docs/benchmarks.md). Two faster ways,
+each used where it measured faster: at small p on large tensors, the dropped positions are drawn
+directly; elsewhere, a mask per element, compared from 16-bit uniforms.
+
+The positions are drawn as the arrivals of a Bernoulli(p) process: the gap to the next drop
 is a geometric variate, floor(log U / log(1 - p)), and the positions are the running sum of the
 gaps. That is the same distribution as one independent draw per element, for about p·n draws
-instead of n. The uniforms come from SplitMix64, a counter-based generator that is a handful of
+instead of n. The mask costs the same at any p: one comparison per element, written as the
+integer bit pattern of 0 or 1/(1-p) in x's dtype (a bool mask converted to a float dtype was
+the slowest op of all). The uniforms come from SplitMix64, a counter-based generator that is a handful of
 vectorised integer ops on all cores, seeded once per call from PyTorch's generator (so
 ``torch.manual_seed`` still fixes every mask). Tensors too small to gain, and tensors on any other
 device (the positions are drawn on the CPU), use PyTorch's dropout.
@@ -25,6 +30,13 @@ _GOLDEN, _MIX1, _MIX2 = -7046029254386353131, -4658895280553007687, -77235922931
 # Below this many elements PyTorch's own dropout, one Bernoulli kernel, is faster than the dozen
 # small ops here (docs/benchmarks.md).
 SMALL_TENSOR = 1 << 14
+# Positions beat the mask below this p on tensors of at least this many elements: forward and
+# backward in bf16 on the dev CPU, 128x16x26x26 at p = 0.05 1.44x, 64x20x28x28 0.90x, and from
+# p = 0.15 up the mask is as fast or faster at every size (docs/benchmarks.md).
+POSITIONS_BELOW_P = 0.1
+POSITIONS_MIN_ELEMENTS = 1_200_000
+_SLICES, _LEVELS = 4, 1 << 16  # 16-bit uniforms per 64-bit word, and their levels
+_SAME_SIZE_INT = {torch.float16: torch.int16, torch.bfloat16: torch.int16, torch.float32: torch.int32}
 # Draws made up front, in standard deviations of the drop count above its mean: more are drawn
 # (the same stream, continued) in the rare call that needs them.
 _SPARE_SIGMAS = 6
@@ -46,9 +58,24 @@ class FastDropout(nn.Module):
         layout = torch.contiguous_format
         if not x.is_contiguous():
             layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else layout
-        x = x.contiguous(memory_format=layout)  # dense: positions index its memory in order
-        positions = dropped_positions(x.numel(), self.p, int(torch.randint(-(2**62), 2**62, ())))
-        return _DropAt.apply(x, positions, 1.0 / (1.0 - self.p), layout)
+        x = x.contiguous(memory_format=layout)  # dense: positions and masks index its memory in order
+        seed = int(torch.randint(-(2**62), 2**62, ()))
+        if self.p < POSITIONS_BELOW_P and x.numel() >= POSITIONS_MIN_ELEMENTS or x.dtype not in _SAME_SIZE_INT:
+            positions = dropped_positions(x.numel(), self.p, seed)
+            return _DropAt.apply(x, positions, 1.0 / (1.0 - self.p), layout)
+        return x * dropout_mask(x, self.p, seed)
+
+
+def dropout_mask(x: torch.Tensor, p: float, seed: int) -> torch.Tensor:
+    """0 with probability ``p`` (to 1/65536), else 1/(1-p), per element of the dense tensor ``x``,
+    laid out like it; the bits depend on ``seed`` alone."""
+    n = x.numel()
+    words = splitmix64((n + _SLICES - 1) // _SLICES, seed)
+    threshold = round(p * _LEVELS) - _LEVELS // 2  # a 16-bit slice below it drops its element
+    keep = torch.empty(n, dtype=_SAME_SIZE_INT[x.dtype])
+    torch.ge(words.view(torch.int16)[:n], threshold, out=keep)
+    scale_bits = torch.tensor(1.0 / (1.0 - p), dtype=x.dtype).view(keep.dtype).item()
+    return keep.mul_(scale_bits).view(x.dtype).as_strided(x.shape, x.stride())
 
 
 class _DropAt(torch.autograd.Function):

@@ -1,0 +1,57 @@
+"""The ``peers`` pruner: a trial is judged against the completed trials trained under its own
+learning-rate schedule, from the study's first trial on.
+
+Optuna's median pruner waits for enough completed curves at an epoch (8 here) before it judges
+there, so a study's first dozen trials always train to the end. The seed baseline (trial 0) is a
+whole learning curve from the first minute, and each completed trial adds one. Comparing only
+within a schedule keeps a OneCycle trial, slow while its rate is high, from being stopped for
+that dip against a constant-rate curve. The first trial of a schedule, with no peer yet, is
+stopped only when it is worse than every completed curve (the seed's, at first), and once it
+completes it is the reference for the rest.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import optuna
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+SCHEDULE_KEY = "schedule"  # a config without one is judged against every completed trial
+
+
+class PeerMedianPruner(optuna.pruners.BasePruner):
+    """Stop a trial at an epoch from ``from_epoch`` on when its best value so far is worse than
+    the median of its peers' values at that epoch. Peers are completed trials with the same
+    ``schedule`` parameter that reached the epoch; with fewer than ``min_peers`` of them, the trial
+    is stopped only when it is worse than every completed trial at that epoch."""
+
+    def __init__(self, from_epoch: int, min_peers: int = 1) -> None:
+        self.from_epoch = from_epoch
+        self.min_peers = min_peers
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        step = trial.last_step
+        if step is None or step < self.from_epoch:
+            return False
+        maximize = study.direction == StudyDirection.MAXIMIZE
+        own = [v for v in trial.intermediate_values.values() if not math.isnan(v)]
+        if not own:
+            return True  # only NaN so far: it cannot get better than its peers
+        best = max(own) if maximize else min(own)
+        schedule = trial.params.get(SCHEDULE_KEY)
+        curves = [
+            (t.params.get(SCHEDULE_KEY) == schedule, t.intermediate_values[step])
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if step in t.intermediate_values and not math.isnan(t.intermediate_values[step])
+        ]
+        peers = [value for same, value in curves if same]
+        if len(peers) >= self.min_peers:
+            bar = statistics.median(peers)
+        elif curves:  # no peer yet: stopped only when worse than every completed curve
+            bar = min(value for _, value in curves) if maximize else max(value for _, value in curves)
+        else:
+            return False
+        return best < bar if maximize else best > bar

@@ -1,0 +1,100 @@
+"""The model zoo and the frontier command (CPU, real MNIST, tiny budgets)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from search import run_search
+from search import zoo as zoo_module
+from search.frontier import run_frontier
+from search.zoo import LISTED_KEYS, load_zoo
+from spaces import get_space
+from spaces.errors import UserError
+from tests.conftest import run_cli, small_search
+
+
+def test_zoo_lists_the_shipped_entries_as_a_table_and_as_json(tmp_path):
+    listed = run_cli("zoo", "--json", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    entries = json.loads(listed.stdout)
+    assert entries and all(set(LISTED_KEYS) <= set(e) for e in entries)
+    shipped = {e.name: e for e in load_zoo()}
+    for entry in entries:  # every figure as the file gives it, and each config builds what it lists
+        assert entry["params"] == get_space(entry["space"]).check_config(dict(shipped[entry["name"]].config))
+        assert entry["params"] < entry["budget"] and entry["epochs"] <= 20
+        assert 0.9 < entry["test_mean"] < 1 and entry["test_std"] >= 0 and entry["seeds"]
+    table = run_cli("zoo", cwd=tmp_path)
+    assert table.returncode == 0 and all(e["name"] in table.stdout for e in entries)
+    assert not list(tmp_path.iterdir())  # read-only: nothing written
+
+
+def _zoo_file(tmp_path: Path, **change) -> Path:
+    config = get_space("ffn").baselines[0] | {"epochs": 1}
+    entry = {
+        "name": "ffn-tiny", "space": "ffn", "budget": 60000, "params": 53962, "epochs": 1, "test_mean": 0.95,
+        "test_std": 0.001, "seeds": [0], "accuracies": [0.95], "device": "cpu", "precision": "fp32",
+        "commit": "test", "measured": "today", "found_by": "a test", "config": config,
+    } | change  # fmt: skip
+    path = tmp_path / "zoo.json"
+    path.write_text(json.dumps([entry]))
+    return path
+
+
+@pytest.mark.parametrize(
+    "change, problem",
+    [
+        ({"space": "tests.evil:SPACE"}, "not built in"),
+        ({"params": 1}, "builds 53962 parameters"),
+        ({"accuracies": [0.9, 0.8]}, "one finite accuracy per seed"),
+        ({"test_mean": float("nan")}, "one finite accuracy per seed"),
+        ({"config": {"epochs": 1}}, "config"),
+    ],
+)
+def test_a_zoo_entry_passes_the_spaces_gate_and_names_no_module(tmp_path, change, problem):
+    with pytest.raises(UserError, match=problem):
+        load_zoo(_zoo_file(tmp_path, **change))
+
+
+def test_retrain_zoo_trains_the_entry(tmp_path, data_dir, monkeypatch, capsys):
+    from search.commands import retrain_command
+
+    monkeypatch.setattr(zoo_module, "ZOO_FILE", _zoo_file(tmp_path))
+    out = tmp_path / "out"
+    assert retrain_command(["--zoo", "ffn-tiny", "--seeds", "0", "--device", "cpu", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "zoo-ffn-tiny" in printed and "53,962" in printed
+    assert (out / "zoo-ffn-tiny-seed0.pt").is_file()
+    with pytest.raises(UserError, match="no zoo entry 'nope'; choose one of: ffn-tiny"):
+        retrain_command(["--zoo", "nope"])
+
+
+def test_warm_start_zoo_enqueues_the_entries_that_fit(tmp_path, data_dir, monkeypatch, capsys):
+    monkeypatch.setattr(zoo_module, "ZOO_FILE", _zoo_file(tmp_path))
+    fits = run_search(small_search(tmp_path, data_dir, trials=2, warm_start=("zoo",), quiet=False))
+    assert [t.user_attrs.get("warm_start_of") for t in fits.trials] == [None, "zoo ffn-tiny"]
+    storage = f"sqlite:///{tmp_path}/t.db"
+    run_search(small_search(tmp_path, data_dir, trials=1, max_params=1000, warm_start=("zoo",), quiet=False,
+                            storage=storage))  # fmt: skip
+    assert "warm start: skipped zoo ffn-tiny" in capsys.readouterr().out
+
+
+def test_frontier_searches_retrains_and_resumes(tmp_path, data_dir, capsys):
+    options = small_search(tmp_path, data_dir, trials=2, train_subset=512, val_size=256)
+    out = tmp_path / "frontier"
+    record, table, page = run_frontier(options, [60000, 2000], [0], 1, out)
+    frontier = json.loads(record.read_text())
+    assert {row["budget"] for row in frontier["rows"]} == {60000}  # under 2,000 nothing fits: no row
+    row = frontier["rows"][0]
+    assert row["params"] < 60000 and row["seeds"] == [0] and row["device"] == "cpu"
+    assert "< 60,000" in table.read_text() and "public claims" in page.read_text()
+    # Run again: both searches are finished and the retrain is on record, so nothing trains.
+    before = record.read_text()
+    run_frontier(options, [2000, 60000], [0], 1, out)
+    assert record.read_text() == before
+    report = run_cli("report", "--storage", options.storage, "--study-name", "ffn-p60000-e1-n512",
+                     "--frontier", str(record), "--out", str(tmp_path / "r.html"), cwd=tmp_path)  # fmt: skip
+    assert report.returncode == 0, report.stderr
+    assert "Frontier: ffn" in (tmp_path / "r.html").read_text()
