@@ -1,5 +1,5 @@
-"""Pruner A/B: the same search run for real under several pruners (``PRUNER:EPOCH`` arms, the
-epoch being --prune-from-epoch).
+"""Pruner A/B: the same search run for real under several pruners (``PRUNER:EPOCH[:KEEP]`` arms:
+--pruner, --prune-from-epoch and --prune-keep).
 
 Where bench/replay_pruners.py replays recorded curves (cheap, but blind to how pruning changes what
 the sampler proposes next), this runs whole studies through the real CLI, one per (epoch, seed),
@@ -35,13 +35,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run_study(args: argparse.Namespace, arm: str, seed: int, folder: Path, threads: int) -> dict:
-    pruner, prune_from = arm.split(":")
-    storage = f"sqlite:///{folder}/{pruner}{prune_from}-s{seed}.db"
+    pruner, prune_from, *keep = arm.split(":")
+    storage = f"sqlite:///{folder}/{pruner}{prune_from}{'k' + keep[0] if keep else ''}-s{seed}.db"
     command = [
         sys.executable, "-m", "search.cli", "--space", args.space, "--trials", str(args.trials),
         "--epochs", str(args.epochs), "--train-subset", str(args.train_subset), "--val-size", str(args.val_size),
         "--seed", str(seed),
-        "--pruner", pruner, "--prune-from-epoch", prune_from, "--storage", storage, "--study-name", "ab",
+        "--pruner", pruner, "--prune-from-epoch", prune_from, *(["--prune-keep", keep[0]] if keep else []),
+        "--storage", storage, "--study-name", "ab",
         "--device", args.device, "--artifacts", "", "--quiet",
     ]  # fmt: skip
     if args.data_dir:
@@ -82,7 +83,9 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=10, help="epoch cap per trial")
     p.add_argument("--train-subset", type=int, default=10_000)
     p.add_argument("--val-size", type=int, default=10_000)
-    p.add_argument("--arms", nargs="+", default=["median:4", "peers:2"], help="PRUNER:EPOCH; the first is the baseline")
+    p.add_argument(
+        "--arms", nargs="+", default=["median:4", "peers:2"], help="PRUNER:EPOCH[:KEEP]; the first is the baseline"
+    )
     p.add_argument("--to", type=float, default=0.99, help="validation accuracy to time (default: 0.99)")
     p.add_argument("--at", type=float, help="training seconds to read the best at (default: the shortest study)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -90,7 +93,7 @@ def main() -> None:
     p.add_argument("--data-dir")
     p.add_argument("--parallel", type=int, default=1, help="studies at once (CPU threads are shared out)")
     p.add_argument("--out", type=Path, help="also write the rows as JSON here")
-    p.add_argument("--keep", type=Path, help="keep the studies' SQLite files in this folder (default: a temporary one)")
+    p.add_argument("--keep-studies", type=Path, help="keep the SQLite files here (default: a temporary folder)")
     args = p.parse_args()
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -98,9 +101,9 @@ def main() -> None:
     runs = [(arm, s) for s in args.seeds for arm in args.arms]
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(args.parallel) as pool:
         folder = Path(tmp)
-        if args.keep:
-            args.keep.mkdir(parents=True, exist_ok=True)
-            folder = args.keep
+        if args.keep_studies:
+            args.keep_studies.mkdir(parents=True, exist_ok=True)
+            folder = args.keep_studies
         rows = list(pool.map(lambda run: run_study(args, *run, folder, threads), runs))
     at = args.at or min(r["train_seconds"] for r in rows)
     print(f"| arm | seed | epochs | training s | pruned | best 3 val | s to {args.to} | best in {at:.0f} s |")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import optuna
 
-from search.pruning import PeerMedianPruner
+from search.pruning import PeerPruner
 
 SAMPLERS = ("tpe", "random", "gp", "cmaes")
 PRUNERS = ("peers", "median", "hyperband", "sha", "none")
@@ -24,15 +24,18 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
 
 
 PRUNE_FROM_EPOCH = 4
+PRUNE_KEEP = 0.5  # the peers pruner: the top half of a trial's peers goes on
 JUDGE_AMONG = 8  # completed trials the median pruner needs at an epoch before it judges there
 
 
-def make_pruner(name: str, max_epochs: int, prune_from_epoch: int | None = None) -> optuna.pruners.BasePruner:
+def make_pruner(
+    name: str, max_epochs: int, prune_from_epoch: int | None = None, keep: float = PRUNE_KEEP
+) -> optuna.pruners.BasePruner:
     """Epochs are the pruning steps; ``max_epochs`` is the study's epoch cap. The median pruner
     judges a trial at an epoch from ``prune_from_epoch`` (default 4) on, and only against the median
     of at least ``JUDGE_AMONG`` completed trials that trained that far."""
     if name == "peers":
-        return PeerMedianPruner(PRUNE_FROM_EPOCH if prune_from_epoch is None else prune_from_epoch)
+        return PeerPruner(PRUNE_FROM_EPOCH if prune_from_epoch is None else prune_from_epoch, keep)
     if name == "median":
         # Epoch 4: OneCycle and augmented trials start slow and finish strong. Replaying seven
         # recorded H100 studies (bench/replay_pruners.py) said epoch 2 would save 1.19-1.46x and

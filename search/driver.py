@@ -99,7 +99,10 @@ def open_study(options: SearchOptions, space: Space, budget: Budget, url: str) -
     sampler = make_sampler(options.sampler, options.seed)  # reseeded below, once the study is known
     # Optuna cannot prune multi-objective studies.
     pruner = make_pruner(
-        "none" if options.multi_objective else options.pruner, budget.max_epochs, options.prune_from_epoch
+        "none" if options.multi_objective else options.pruner,
+        budget.max_epochs,
+        options.prune_from_epoch,
+        options.prune_keep,
     )
     try:
         study = optuna.create_study(

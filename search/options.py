@@ -8,7 +8,7 @@ import math
 import re
 from dataclasses import asdict, dataclass, field, fields
 
-from search.algorithms import PRUNE_FROM_EPOCH, PRUNERS, SAMPLERS
+from search.algorithms import PRUNE_FROM_EPOCH, PRUNE_KEEP, PRUNERS, SAMPLERS
 from search.data import DATA_ENV
 from search.flags import flag, positive_float, positive_int
 from search.profile import PRECISIONS
@@ -63,6 +63,14 @@ class SearchOptions:
             "--prune-from-epoch",
             type=positive_int,
             help=f"median pruner: the first epoch at which a trial may be stopped (default: {PRUNE_FROM_EPOCH})",
+        ),
+    )
+    prune_keep: float = field(
+        default=PRUNE_KEEP,
+        metadata=flag(
+            "--prune-keep",
+            type=float,
+            help="peers pruner: the share of its peers a trial must stay among, at each epoch, to go on",
         ),
     )
     seed: int = field(
@@ -234,6 +242,8 @@ class SearchOptions:
             raise UserError(f"unknown sampler {self.sampler!r}; choose one of: {', '.join(SAMPLERS)}")
         if self.pruner not in PRUNERS:
             raise UserError(f"unknown pruner {self.pruner!r}; choose one of: {', '.join(PRUNERS)}")
+        if not 0 < self.prune_keep <= 1:  # NaN fails too
+            raise UserError(f"--prune-keep must be above 0 and at most 1, got {self.prune_keep}")
         if self.prune_from_epoch is not None and self.prune_from_epoch < 1:
             raise UserError(f"--prune-from-epoch must be at least 1, got {self.prune_from_epoch}")
         if tuple(self.objectives) not in (("accuracy",), ("accuracy", "params")):

@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 from tqdm import tqdm
 
 from search.estimate import DEFAULT_FIRST_JUDGED, Running, estimate
-from search.pruning import PeerMedianPruner
+from search.pruning import PeerPruner
 from search.states import FINISHED
 
 LINES_ENV = "MNIST_SEARCH_PROGRESS_LINES"
@@ -29,7 +29,7 @@ class Progress:
         self.study, self.total, self.quiet = study, total, quiet
         self.device, self.max_epochs = device, max_epochs
         pruner = study.pruner
-        self.first_judged = pruner.from_epoch if isinstance(pruner, PeerMedianPruner) else DEFAULT_FIRST_JUDGED
+        self.first_judged = pruner.from_epoch if isinstance(pruner, PeerPruner) else DEFAULT_FIRST_JUDGED
         self.running: Running | None = None
         self.trial_start = time.perf_counter()
         self.status = ""

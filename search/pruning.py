@@ -13,7 +13,7 @@ completes it is the reference for the rest.
 from __future__ import annotations
 
 import math
-import statistics
+from collections.abc import Sequence
 
 import optuna
 from optuna.study import StudyDirection
@@ -22,15 +22,15 @@ from optuna.trial import FrozenTrial, TrialState
 SCHEDULE_KEY = "schedule"  # a config without one is judged against every completed trial
 
 
-class PeerMedianPruner(optuna.pruners.BasePruner):
-    """Stop a trial at an epoch from ``from_epoch`` on when its best value so far is worse than
-    the median of its peers' values at that epoch. Peers are completed trials with the same
-    ``schedule`` parameter that reached the epoch; with fewer than ``min_peers`` of them, the trial
-    is stopped only when it is worse than every completed trial at that epoch."""
+class PeerPruner(optuna.pruners.BasePruner):
+    """Stop a trial at an epoch from ``from_epoch`` on when its best value so far is not among the
+    best ``keep`` share of its peers' values at that epoch (0.5: below their median). Peers are
+    completed trials with the same ``schedule`` parameter that reached the epoch; with fewer than
+    ``min_peers`` of them, the trial is stopped only when it is worse than every completed trial at
+    that epoch."""
 
-    def __init__(self, from_epoch: int, min_peers: int = 1) -> None:
-        self.from_epoch = from_epoch
-        self.min_peers = min_peers
+    def __init__(self, from_epoch: int, keep: float = 0.5, min_peers: int = 1) -> None:
+        self.from_epoch, self.keep, self.min_peers = from_epoch, keep, min_peers
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         step = trial.last_step
@@ -49,9 +49,18 @@ class PeerMedianPruner(optuna.pruners.BasePruner):
         ]
         peers = [value for same, value in curves if same]
         if len(peers) >= self.min_peers:
-            bar = statistics.median(peers)
+            bar = _quantile(peers, 1 - self.keep if maximize else self.keep)
         elif curves:  # no peer yet: stopped only when worse than every completed curve
             bar = min(value for _, value in curves) if maximize else max(value for _, value in curves)
         else:
             return False
         return best < bar if maximize else best > bar
+
+
+def _quantile(values: Sequence[float], q: float) -> float:
+    """The ``q`` quantile, linear between order statistics (q = 0.5: the median)."""
+    ordered = sorted(values)
+    position = q * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
