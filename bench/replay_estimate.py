@@ -16,11 +16,12 @@ import warnings
 
 import optuna
 
-from search.estimate import estimate
+from search.algorithms import make_pruner
+from search.estimate import Pruning, estimate
 from search.states import FINISHED
 
 
-def replay(study: optuna.Study, first_judged: int, start: int, device: str | None) -> list[dict]:
+def replay(study: optuna.Study, pruning: Pruning, start: int, device: str | None) -> list[dict]:
     trials = sorted((t for t in study.trials if t.state in FINISHED), key=lambda t: t.datetime_complete)
     if not trials:
         return []
@@ -30,7 +31,7 @@ def replay(study: optuna.Study, first_judged: int, start: int, device: str | Non
     rows = []
     for done in range(start, len(trials)):
         seen = trials[:done]
-        guess = estimate(seen, len(trials), device, max_epochs, first_judged_epoch=first_judged)
+        guess = estimate(seen, len(trials), device, max_epochs, pruning=pruning)
         if guess is None:
             continue
         actual = (end - seen[-1].datetime_complete).total_seconds()
@@ -47,7 +48,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--storage", required=True)
     p.add_argument("--study-name", required=True)
-    p.add_argument("--prune-from-epoch", type=int, default=2, help="the study's (default: 2)")
+    p.add_argument("--pruner", default="peers", help="the study's --pruner (default: peers)")
+    p.add_argument("--prune-from-epoch", type=int, help="the study's --prune-from-epoch")
+    p.add_argument("--prune-keep", type=float, default=0.5, help="the study's --prune-keep (default: 0.5)")
     p.add_argument("--from", dest="start", type=int, default=5, help="first finished-trial count to check")
     p.add_argument("--device", help="the device whose trials time the epochs (default: the study's)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
@@ -55,7 +58,8 @@ def main() -> None:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.load_study(study_name=args.study_name, storage=args.storage)
-    rows = replay(study, args.prune_from_epoch, args.start, args.device)
+    pruner = make_pruner(args.pruner, study.user_attrs.get("max_epochs", 20), args.prune_from_epoch, args.prune_keep)
+    rows = replay(study, Pruning.of(pruner), args.start, args.device)
     if args.json:
         print(json.dumps(rows))
         return

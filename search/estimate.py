@@ -24,17 +24,36 @@ from dataclasses import dataclass
 
 from optuna.trial import FrozenTrial, TrialState
 
+from search.pruning import PeerPruner
 from search.states import FINISHED
 
 PRIOR_TRIALS = 5
 # The priors (docs/benchmarks.md, "How good the time-to-go estimate is"): the share of sampled
-# trials over budget, and of trained ones that complete; a completed trial's epochs, as a share of
-# the epoch cap; a pruned trial's epochs beyond the pruner's first judging epoch.
+# trials over budget; a completed trial's epochs, as a share of the epoch cap; a pruned trial's
+# epochs beyond the pruner's first judging epoch.
 PRIOR_OVER_BUDGET = 0.15
-PRIOR_COMPLETE = 0.25
 PRIOR_COMPLETE_FRACTION = 0.7
-PRIOR_PRUNED_EXTRA = 1.5
-DEFAULT_FIRST_JUDGED = 4  # a pruner that does not say when it starts judging
+PRIOR_PRUNED_EXTRA = 1.0
+
+
+@dataclass(frozen=True)
+class Pruning:
+    """What the estimate assumes of the study's pruner until the study shows its own: the first
+    epoch it may stop a trial at, and the share of trained trials it lets complete."""
+
+    first_judged_epoch: int = 4
+    complete_share: float = 0.25
+
+    @classmethod
+    def of(cls, pruner: object) -> Pruning:
+        if isinstance(pruner, PeerPruner):
+            # Judged at every epoch, about a third of the share kept at each completes
+            # (gap_cnn proxies: 0.15-0.16 of trained trials at keep 0.5).
+            return cls(pruner.from_epoch, COMPLETE_PER_KEEP * pruner.keep)
+        return cls()
+
+
+COMPLETE_PER_KEEP = 0.32
 
 
 @dataclass(frozen=True)
@@ -67,11 +86,11 @@ def estimate(
     max_epochs: int,
     running: Running | None = None,
     just_finished: Running | None = None,
-    first_judged_epoch: int = DEFAULT_FIRST_JUDGED,
+    pruning: Pruning = Pruning(),
 ) -> Estimate | None:
     """The time to finish ``total`` trials, or None before this device has timed an epoch.
     ``running``: the trial in training here; ``just_finished``: one that ended here and is not yet
-    in ``trials``; ``first_judged_epoch``: the first epoch the study's pruner may stop a trial at."""
+    in ``trials``; ``pruning``: what to assume of the study's pruner (``Pruning.of(study.pruner)``)."""
     finished = [t for t in trials if t.state in FINISHED]
     timed = [t for t in finished if t.user_attrs.get("device") == device and t.user_attrs.get("epochs_run")]
     seconds = sum(t.user_attrs.get("seconds", 0.0) for t in timed)
@@ -100,9 +119,9 @@ def estimate(
     trained = len(pruned) + trained_complete
 
     over_share = _blend(PRIOR_OVER_BUDGET, over, n_sampled)
-    complete_share = _blend(PRIOR_COMPLETE, trained_complete, trained)
+    complete_share = _blend(pruning.complete_share, trained_complete, trained)
     complete_epochs = _blend(PRIOR_COMPLETE_FRACTION * max_epochs, sum(completed), len(completed))
-    pruned_epochs = _blend(first_judged_epoch + PRIOR_PRUNED_EXTRA, sum(pruned), len(pruned))
+    pruned_epochs = _blend(pruning.first_judged_epoch + PRIOR_PRUNED_EXTRA, sum(pruned), len(pruned))
     per_trial = (1 - over_share) * (complete_share * complete_epochs + (1 - complete_share) * pruned_epochs)
     left = max(total - n_finished, 0)
     left_epochs = max(left * per_trial - (running.epochs if running else 0), 0.0)

@@ -15,8 +15,7 @@ import optuna
 from optuna.trial import TrialState
 from tqdm import tqdm
 
-from search.estimate import DEFAULT_FIRST_JUDGED, Running, estimate
-from search.pruning import PeerPruner
+from search.estimate import Pruning, Running, estimate
 from search.states import FINISHED
 
 LINES_ENV = "MNIST_SEARCH_PROGRESS_LINES"
@@ -28,8 +27,7 @@ class Progress:
     def __init__(self, study: optuna.Study, total: int, *, quiet: bool, device: str = "cpu", max_epochs: int = 1):
         self.study, self.total, self.quiet = study, total, quiet
         self.device, self.max_epochs = device, max_epochs
-        pruner = study.pruner
-        self.first_judged = pruner.from_epoch if isinstance(pruner, PeerPruner) else DEFAULT_FIRST_JUDGED
+        self.pruning = Pruning.of(study.pruner)
         self.running: Running | None = None
         self.trial_start = time.perf_counter()
         self.status = ""
@@ -54,7 +52,7 @@ class Progress:
         done = sum(t.state in FINISHED for t in trials)
         if self.quiet or done < 3 or done >= self.total:
             return
-        guess = estimate(trials, self.total, self.device, self.max_epochs, first_judged_epoch=self.first_judged)
+        guess = estimate(trials, self.total, self.device, self.max_epochs, pruning=self.pruning)
         if guess is not None:
             print(f"resuming: {done} of {self.total} trials finished; {guess.describe()} on {self.device}", flush=True)
 
@@ -71,7 +69,7 @@ class Progress:
     def _estimate(self, just_finished: Running | None = None) -> str:
         trials = self.study.get_trials(deepcopy=False)
         running = None if just_finished else self.running
-        guess = estimate(trials, self.total, self.device, self.max_epochs, running, just_finished, self.first_judged)
+        guess = estimate(trials, self.total, self.device, self.max_epochs, running, just_finished, self.pruning)
         return "" if guess is None else f" · {guess.describe()}"
 
     def trial_started(self) -> None:

@@ -28,11 +28,11 @@ from search.cpu import (
 from search.cpu.allocator import USER_SETTINGS
 from search.cpu.dropout import dropped_positions, splitmix64
 from search.estimate import (
-    PRIOR_COMPLETE,
     PRIOR_COMPLETE_FRACTION,
     PRIOR_OVER_BUDGET,
     PRIOR_PRUNED_EXTRA,
     PRIOR_TRIALS,
+    Pruning,
     Running,
     estimate,
     format_duration,
@@ -227,14 +227,14 @@ def test_the_estimate_is_epochs_left_times_this_devices_seconds_per_epoch():
         _trial(TrialState.COMPLETE, 0, 0.0, infeasible="over budget"),
     ]
     other_device = _trial(TrialState.COMPLETE, 10, 1.0, device="cuda:0")
-    guess = estimate([*finished, other_device], total=20, device="cpu", max_epochs=20, first_judged_epoch=2)
+    guess = estimate([*finished, other_device], total=20, device="cpu", max_epochs=20, pruning=Pruning(2, 0.2))
     assert guess.seconds_per_epoch == pytest.approx(2.0)  # the CUDA trial's speed is not this device's
 
     def blend(prior, total, count):
         return (prior * PRIOR_TRIALS + total) / (PRIOR_TRIALS + count)
 
     over = blend(PRIOR_OVER_BUDGET, 1, 5)  # 5 sampled trials (the CUDA one too), 1 over budget
-    complete = blend(PRIOR_COMPLETE, 2, 4)  # of the 4 that trained, 2 completed
+    complete = blend(0.2, 2, 4)  # of the 4 that trained, 2 completed
     complete_epochs = blend(PRIOR_COMPLETE_FRACTION * 20, 19 + 10 + 10, 3)  # the baseline's too
     pruned_epochs = blend(2 + PRIOR_PRUNED_EXTRA, 4 + 2, 2)
     per_trial = (1 - over) * (complete * complete_epochs + (1 - complete) * pruned_epochs)
@@ -249,7 +249,7 @@ def test_the_estimate_is_epochs_left_times_this_devices_seconds_per_epoch():
 
 def test_the_estimate_learns_the_studys_own_pruning_and_sees_a_trial_just_ended():
     pruned_early = [_trial(TrialState.PRUNED, 2, 2.0) for _ in range(30)]
-    short = estimate(pruned_early, total=60, device="cpu", max_epochs=20, first_judged_epoch=2)
+    short = estimate(pruned_early, total=60, device="cpu", max_epochs=20, pruning=Pruning(2, 0.2))
     long = estimate([_trial(TrialState.COMPLETE, 20, 20.0) for _ in range(30)], total=60, device="cpu", max_epochs=20)
     assert short.epochs_per_trial < 3 < 15 < long.epochs_per_trial  # its own mix outweighs the prior
     for state in (TrialState.COMPLETE, TrialState.PRUNED):  # one not yet stored counts as it ended

@@ -150,6 +150,12 @@ def test_peers_pruner_judges_against_the_same_schedule_and_else_the_worst_curve(
     assert not stopped("onecycle", [0.91, 0.945])  # now judged against its own schedule's curve
     assert stopped("onecycle", [0.85, 0.93])
     assert not stopped("none", [0.99, 0.95])  # its best so far counts: a dip is not judged alone
+    completed("none", [0.97, 0.98, 0.99])
+    completed("none", [0.97, 0.975, 0.99])
+    assert not stopped("none", [0.96, 0.9751])  # above the median of 0.97, 0.975, 0.98
+    study.pruner = make_pruner("peers", 10, 2, keep=1 / 3)
+    assert stopped("none", [0.96, 0.9751])  # not in their top third (above 0.9767)
+    assert not stopped("none", [0.96, 0.977])
 
 
 def test_no_trial_is_pruned_after_its_last_epoch(tmp_path, data_dir, monkeypatch):
