@@ -28,8 +28,8 @@ from search.results import ranked_trials, training_effort
 from search.retrain import retrain
 
 SEARCH_FLAGS = (
-    "space", "trials", "storage", "sampler", "pruner", "prune_from_epoch", "seed", "timeout", "max_epochs",
-    "data_dir", "download", "device", "precision", "train_subset", "val_size", "jobs", "quiet",
+    "space", "trials", "storage", "sampler", "pruner", "prune_from_epoch", "prune_keep", "seed", "timeout",
+    "max_epochs", "data_dir", "download", "device", "precision", "train_subset", "val_size", "jobs", "quiet",
 )  # fmt: skip
 
 
@@ -55,12 +55,15 @@ def run_frontier(
     options: SearchOptions, budgets: Sequence[int], seeds: Sequence[int], top: int, out: Path
 ) -> tuple[Path, Path, Path]:
     """The searches, the retrains and the files; returns the frontier file, table and plot."""
+    searches = [dataclasses.replace(options, max_params=b, study_name=None) for b in sorted(set(budgets))]
+    for search in searches:  # every budget checked before the first search starts
+        search.validate()
     check_writable_dir(out, "--out")
     record_path = inside(out, options.space, suffix=".json")
     frontier = load_frontier(record_path, options.space)
-    for budget in sorted(set(budgets)):
-        per_budget = dataclasses.replace(options, max_params=budget, study_name=None)
-        study = run_search(per_budget)
+    for search in searches:
+        budget = search.max_params
+        study = run_search(search)
         for trial in ranked_trials(study)[:top]:
             record = trial_record(study, trial, trusted=options.space)
             row_key = _key(study.study_name, trial.number, record["config"], seeds, options.device)
