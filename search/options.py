@@ -8,7 +8,7 @@ import math
 import re
 from dataclasses import asdict, dataclass, field, fields
 
-from search.algorithms import PRUNE_FROM_EPOCH, PRUNE_KEEP, PRUNERS, SAMPLERS
+from search.algorithms import PEERS_FROM_EPOCH, PRUNE_FROM_EPOCH, PRUNE_KEEP, PRUNERS, SAMPLERS
 from search.data import DATA_ENV
 from search.flags import flag, positive_float, positive_int
 from search.profile import PRECISIONS
@@ -56,13 +56,22 @@ class SearchOptions:
         default=None, metadata=flag("--study-name", help="study name (default: the space, plus any budget flags)")
     )
     sampler: str = field(default="tpe", metadata=flag("--sampler", choices=SAMPLERS, help="Optuna sampler"))
-    pruner: str = field(default="median", metadata=flag("--pruner", choices=PRUNERS, help="Optuna pruner"))
+    pruner: str = field(
+        default="peers",
+        metadata=flag(
+            "--pruner",
+            choices=PRUNERS,
+            help="peers: judged against the completed trials of the same lr schedule from the first trial; "
+            "median: Optuna's, once 8 trials trained that far; or Optuna's hyperband, sha, none",
+        ),
+    )
     prune_from_epoch: int | None = field(
         default=None,
         metadata=flag(
             "--prune-from-epoch",
             type=positive_int,
-            help=f"median pruner: the first epoch at which a trial may be stopped (default: {PRUNE_FROM_EPOCH})",
+            help=f"the first epoch at which a trial may be stopped (default: {PEERS_FROM_EPOCH} for peers, "
+            f"{PRUNE_FROM_EPOCH} for median)",
         ),
     )
     prune_keep: float = field(
