@@ -33,6 +33,8 @@ def _recorded_study(pruner: optuna.pruners.BasePruner) -> optuna.Study:
         for epoch in range(1, 11):
             accuracy = ceiling - slow / epoch - 0.05 / epoch
             trial.set_user_attr("seconds", 0.5 * epoch)
+            trial.set_user_attr("epochs_run", epoch)
+            trial.set_user_attr("device", "cpu")
             trial.report(accuracy, epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned()
@@ -109,15 +111,32 @@ def test_loop_benchmark_runs_on_cpu(tmp_path):
 def test_pruner_ab_runs_real_studies(tmp_path):
     out = subprocess.run(
         [sys.executable, "bench/ab_pruners.py", "--space", "ffn", "--trials", "3", "--epochs", "2",
-         "--train-subset", "500", "--prune-from", "2", "1", "--seeds", "0", "--device", "cpu",
-         "--data-dir", str(DATA_DIR), "--out", str(tmp_path / "ab.json")],
+         "--train-subset", "500", "--arms", "median:2", "peers:1:0.5", "--seeds", "0", "--device", "cpu",
+         "--to", "0.5", "--data-dir", str(DATA_DIR), "--out", str(tmp_path / "ab.json"),
+         "--keep-studies", str(tmp_path / "studies")],
         cwd=REPO, capture_output=True, text=True, timeout=300, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     rows = json.loads((tmp_path / "ab.json").read_text())
-    assert [(r["prune_from_epoch"], r["seed"]) for r in rows] == [(2, 0), (1, 0)]
-    assert all(r["epochs"] == 6 and r["pruned"] == 0 for r in rows)  # 3 trials of 2 epochs: too few to prune
-    assert "from epoch 1 vs 2: 1.00x fewer epochs" in out.stdout
+    assert [(r["arm"], r["seed"]) for r in rows] == [("median:2", 0), ("peers:1:0.5", 0)]
+    median, peers = rows
+    assert median["epochs"] == 6 and median["pruned"] == 0  # 3 trials of 2 epochs: too few for the median rule
+    assert peers["epochs"] == 6 - peers["pruned"]  # each pruned trial stopped after epoch 1
+    for row in rows:  # training seconds so far after each trial, in the order they ended
+        clocks = [clock for clock, _ in row["timeline"]]
+        assert len(clocks) == 3 and clocks == sorted(clocks) and clocks[-1] == pytest.approx(row["train_seconds"], 0.01)
+    assert "peers:1:0.5 vs median:2:" in out.stdout and "| s to 0.5 |" in out.stdout
+    assert sorted(p.name for p in (tmp_path / "studies").glob("*.db")) == ["median2-s0.db", "peers1k0.5-s0.db"]
+
+
+def test_estimate_replay_compares_each_estimate_with_the_time_the_rest_took(tmp_path):
+    replay = _load("replay_estimate")
+    study = _recorded_study(make_pruner("peers", 10, 2))
+    rows = replay.replay(study, replay.Pruning(2, 0.16), 5, "cpu")
+    assert [r["finished"] for r in rows] == list(range(5, 40))
+    ended = sorted(t.datetime_complete for t in study.trials)
+    assert rows[0]["actual_s"] == pytest.approx((ended[-1] - ended[4]).total_seconds(), abs=0.1)
+    assert all(r["estimate_s"] > 0 for r in rows)
 
 
 def test_trial_overhead_runs_on_cpu(tmp_path):

@@ -196,10 +196,10 @@ def test_workers_receive_every_option_whole():
 
     options = SearchOptions(
         space="gap_cnn", trials=7, storage="x.journal", study_name="s", sampler="random", pruner="sha", seed=3,
-        prune_from_epoch=3, timeout=5.0, max_epochs=4, max_params=9000, objectives=("accuracy", "params"),
-        data_dir="/d", download=False, device="cpu", precision="fp32", target=0.95, warm_start=("a.json", "b#c"),
-        warm_start_top=2, train_subset=100, val_size=50, jobs=3, mps=False, worker_index=2,
-        heartbeat=Heartbeat(2, 7), artifacts=None, quiet=True,
+        prune_from_epoch=3, prune_keep=0.25, timeout=5.0, max_epochs=4, max_params=9000,
+        objectives=("accuracy", "params"), data_dir="/d", download=False, device="cpu", precision="fp32",
+        target=0.95, warm_start=("a.json", "b#c"), warm_start_top=2, train_subset=100, val_size=50, jobs=3,
+        mps=False, worker_index=2, heartbeat=Heartbeat(2, 7), artifacts=None, quiet=True,
     )  # fmt: skip
     defaults = SearchOptions(space="x")
     unchanged = [f.name for f in fields(SearchOptions) if getattr(options, f.name) == getattr(defaults, f.name)]
@@ -214,10 +214,10 @@ def test_every_flag_of_the_search_comes_from_its_field():
 
     argv = [
         "--space=gap_cnn", "--trials=7", "--storage=x.journal", "--study-name=-s", "--sampler=random", "--pruner=sha",
-        "--prune-from-epoch=3", "--seed=3", "--timeout=5", "--max-epochs=4", "--max-params=9000", "--objectives",
-        "accuracy", "params", "--data-dir=/d", "--no-download", "--device=cpu", "--precision=fp32", "--target=0.95",
-        "--warm-start", "a.json", "b#c", "--warm-start-top=2", "--train-subset=100", "--val-size=50", "--jobs=3",
-        "--no-mps", "--heartbeat=2", "--artifacts=", "--quiet",
+        "--prune-from-epoch=3", "--prune-keep=0.25", "--seed=3", "--timeout=5", "--max-epochs=4", "--max-params=9000",
+        "--objectives", "accuracy", "params", "--data-dir=/d", "--no-download", "--device=cpu", "--precision=fp32",
+        "--target=0.95", "--warm-start", "a.json", "b#c", "--warm-start-top=2", "--train-subset=100",
+        "--val-size=50", "--jobs=3", "--no-mps", "--heartbeat=2", "--artifacts=", "--quiet",
     ]  # fmt: skip
     options = options_from_args(SearchOptions, search_parser().parse_args(argv))
     defaults = SearchOptions(space="x")
@@ -227,7 +227,9 @@ def test_every_flag_of_the_search_comes_from_its_field():
     assert {f.name for f in fields(SearchOptions)} - set(flagged) == {"worker_index"}
 
 
-@pytest.mark.parametrize("command", [[], ["search"], ["export"], ["retrain"], ["report"], ["dashboard"]])
+@pytest.mark.parametrize(
+    "command", [[], ["search"], ["export"], ["retrain"], ["report"], ["dashboard"], ["zoo"], ["frontier"]]
+)
 def test_every_help_page_renders_with_its_defaults(command, capsys):
     from search.cli import main
 

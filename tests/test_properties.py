@@ -127,7 +127,8 @@ PATH_TEXT = (
 )
 
 SEARCH_NUMERIC = ["--trials", "--seed", "--timeout", "--epochs", "--max-params", "--train-subset", "--val-size",
-                  "--jobs", "--heartbeat", "--target", "--warm-start-top", "--prune-from-epoch"]  # fmt: skip
+                  "--jobs", "--heartbeat", "--target", "--warm-start-top", "--prune-from-epoch",
+                  "--prune-keep"]  # fmt: skip
 SEARCH_PATHS = ["--storage", "--study-name", "--data-dir", "--artifacts", "--warm-start"]
 
 
