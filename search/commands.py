@@ -19,7 +19,7 @@ from search.flags import port, positive_int
 from search.retrain import format_retrain, retrain
 from search.storage import ARTIFACTS_DIR, artifact_store, default_storage
 from search.zoo import format_zoo, load_zoo, zoo_entry
-from spaces.errors import one_line
+from spaces.errors import UserError, one_line
 
 
 def export_command(argv: Sequence[str]) -> int:
@@ -41,7 +41,9 @@ def retrain_command(argv: Sequence[str]) -> int:
         "fixed epochs, once per seed, on the full 60k training set; report test accuracy mean ± std.",
     )
     p.add_argument("configs", nargs="*", help="exported config JSON files")
-    p.add_argument("--zoo", nargs="+", default=[], metavar="NAME", help="zoo entries (mnist-search zoo lists them)")
+    p.add_argument(
+        "--zoo", action="append", default=[], metavar="NAME", help="a zoo entry (see mnist-search zoo); repeatable"
+    )
     add_study_flags(p)
     p.add_argument("--top", type=positive_int, default=3, help="with a study: how many of its best trials")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds, one run each")
@@ -57,6 +59,8 @@ def retrain_command(argv: Sequence[str]) -> int:
     add_data_flags(p)
     args = p.parse_args(argv)
     study = None
+    if args.zoo and args.search_split:
+        raise UserError("a zoo entry has no search split to train on; drop --search-split to measure the test set")
     if args.configs or args.zoo:
         records = [load_record(Path(c), trusted=args.space) for c in args.configs]
         records += [zoo_entry(name).record() for name in args.zoo]

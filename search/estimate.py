@@ -19,9 +19,12 @@ Each share and mean is blended with a prior worth ``PRIOR_TRIALS`` trials. Time 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
+import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.pruning import PeerPruner
@@ -50,6 +53,10 @@ class Pruning:
             # Judged at every epoch, about a third of the share kept at each completes
             # (gap_cnn proxies: 0.15-0.16 of trained trials at keep 0.5).
             return cls(pruner.from_epoch, COMPLETE_PER_KEEP * pruner.keep)
+        if isinstance(pruner, optuna.pruners.NopPruner):
+            return cls(complete_share=1.0)
+        if isinstance(pruner, optuna.pruners.PercentilePruner):  # the median pruner's warm-up: private
+            return cls(first_judged_epoch=getattr(pruner, "_n_warmup_steps", cls.first_judged_epoch))
         return cls()
 
 
@@ -71,12 +78,21 @@ class Estimate:
 
 @dataclass(frozen=True)
 class Running:
-    """The trial in training here: seconds so far and epochs done (and, once it ended, whether it
-    completed)."""
+    """The trial in training here: seconds so far and epochs done."""
 
     seconds: float
     epochs: int
-    completed: bool = False
+
+
+@dataclass(frozen=True)
+class Ended:
+    """A trial that ended here and is not yet told to the storage (where it is still RUNNING)."""
+
+    number: int
+    seconds: float
+    epochs: int
+    state: TrialState
+    infeasible: bool = False
 
 
 def estimate(
@@ -85,19 +101,20 @@ def estimate(
     device: str,
     max_epochs: int,
     running: Running | None = None,
-    just_finished: Running | None = None,
+    just_finished: Ended | None = None,
     pruning: Pruning = Pruning(),
 ) -> Estimate | None:
     """The time to finish ``total`` trials, or None before this device has timed an epoch.
     ``running``: the trial in training here; ``just_finished``: one that ended here and is not yet
     in ``trials``; ``pruning``: what to assume of the study's pruner (``Pruning.of(study.pruner)``)."""
+    if just_finished is not None:  # counted as it will be stored
+        trials = [_as_stored(t, just_finished) if t.number == just_finished.number else t for t in trials]
     finished = [t for t in trials if t.state in FINISHED]
     timed = [t for t in finished if t.user_attrs.get("device") == device and t.user_attrs.get("epochs_run")]
     seconds = sum(t.user_attrs.get("seconds", 0.0) for t in timed)
     epochs = sum(t.user_attrs["epochs_run"] for t in timed)
-    for here in (running, just_finished):
-        if here is not None:
-            seconds, epochs = seconds + here.seconds, epochs + here.epochs
+    if running is not None:
+        seconds, epochs = seconds + running.seconds, epochs + running.epochs
     if not epochs:
         return None
 
@@ -107,15 +124,6 @@ def estimate(
     pruned = [_epochs(t) for t in sampled if t.state == TrialState.PRUNED and _epochs(t)]
     trained_complete = sum(t.state == TrialState.COMPLETE and _epochs(t) > 0 for t in sampled)
     n_finished, n_sampled = len(finished), len(sampled)
-    if just_finished is not None:
-        n_finished, n_sampled = n_finished + 1, n_sampled + 1
-        if not just_finished.epochs:
-            over += 1
-        elif just_finished.completed:
-            completed.append(just_finished.epochs)
-            trained_complete += 1
-        else:
-            pruned.append(just_finished.epochs)
     trained = len(pruned) + trained_complete
 
     over_share = _blend(PRIOR_OVER_BUDGET, over, n_sampled)
@@ -132,6 +140,16 @@ def estimate(
     return Estimate(seconds_per_epoch, per_trial, remaining)
 
 
+def _as_stored(trial: FrozenTrial, ended: Ended) -> FrozenTrial:
+    stored = copy.copy(trial)
+    stored.state = ended.state
+    stored.user_attrs = trial.user_attrs | {"epochs_run": ended.epochs, "seconds": ended.seconds}
+    if ended.infeasible:
+        stored.user_attrs["infeasible"] = True
+    stored.datetime_complete = datetime.now()
+    return stored
+
+
 def _blend(prior: float, observed_sum: float, observed_count: int) -> float:
     return (prior * PRIOR_TRIALS + observed_sum) / (PRIOR_TRIALS + observed_count)
 
@@ -146,14 +164,14 @@ def _enqueued(trial: FrozenTrial) -> bool:
 
 
 def _outside_training(finished: Sequence[FrozenTrial]) -> float:
-    """Seconds per trial that the study spent outside training: from the first start to the last end,
-    less the trials' own training seconds."""
-    starts = [t.datetime_start for t in finished if t.datetime_start]
-    ends = [t.datetime_complete for t in finished if t.datetime_complete]
-    if not starts or not ends or not finished:
-        return 0.0
-    span = (max(ends) - min(starts)).total_seconds()
-    return max(span - sum(t.user_attrs.get("seconds", 0.0) for t in finished), 0.0) / len(finished)
+    """Seconds per trial spent outside training (sampling, building, storage writes): each trial's
+    wall time less its training seconds, so a pause between two runs of a study does not count."""
+    walls = [
+        (t.datetime_complete - t.datetime_start).total_seconds() - t.user_attrs.get("seconds", 0.0)
+        for t in finished
+        if t.datetime_start and t.datetime_complete
+    ]
+    return max(sum(walls) / len(walls), 0.0) if walls else 0.0
 
 
 def format_duration(seconds: float) -> str:

@@ -20,12 +20,13 @@ from typing import Any
 from search.cli_args import add_flags, command_parser, options_from_args
 from search.driver import run_search
 from search.export import config_digest, trial_record
-from search.files import check_writable_dir, inside, write_text
+from search.files import check_writable_dir, write_text
 from search.flags import positive_int
-from search.frontier_view import FRONTIER_DIR, frontier_page, frontier_table, load_frontier
+from search.frontier_view import FRONTIER_DIR, frontier_page, frontier_path, frontier_table, load_frontier
 from search.options import SearchOptions
 from search.results import ranked_trials, training_effort
 from search.retrain import retrain
+from search.train import resolve_device
 
 SEARCH_FLAGS = (
     "space", "trials", "storage", "sampler", "pruner", "prune_from_epoch", "prune_keep", "seed", "timeout",
@@ -59,14 +60,15 @@ def run_frontier(
     for search in searches:  # every budget checked before the first search starts
         search.validate()
     check_writable_dir(out, "--out")
-    record_path = inside(out, options.space, suffix=".json")
+    record_path = frontier_path(out, options.space)
+    device = str(resolve_device(options.device))  # the resume key names the device used, not "auto"
     frontier = load_frontier(record_path, options.space)
     for search in searches:
         budget = search.max_params
         study = run_search(search)
         for trial in ranked_trials(study)[:top]:
             record = trial_record(study, trial, trusted=options.space)
-            row_key = _key(study.study_name, trial.number, record["config"], seeds, options.device)
+            row_key = _key(study.study_name, trial.number, record["config"], seeds, device)
             if any(row["key"] == row_key for row in frontier["rows"]):
                 continue  # retrained before this run was interrupted
             result = retrain(

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from search.files import inside
 from search.storage import STUDIES_DIR
 from spaces.errors import UserError
 
@@ -23,7 +24,12 @@ REFERENCES = (
 )
 
 
-def load_frontier(path: Path, space: str) -> dict[str, Any]:
+ROW_KEYS = ("key", "budget", "study", "trial", "params", "epochs", "seeds", "test_mean", "test_std", "device",
+            "precision", "search_seconds", "retrain_seconds")  # fmt: skip
+
+
+def load_frontier(path: Path, space: str | None = None) -> dict[str, Any]:
+    """The frontier file at ``path`` (a new one if there is none), of ``space`` when one is given."""
     if not path.exists():
         return {"space": space, "rows": []}
     try:
@@ -31,8 +37,11 @@ def load_frontier(path: Path, space: str) -> dict[str, Any]:
     except (OSError, ValueError) as error:
         reason = f"{path} cannot be read as a frontier file ({error})"
         raise UserError(f"{reason}; move it away or pass another --out") from None
-    if not isinstance(frontier, dict) or frontier.get("space") != space or not isinstance(frontier.get("rows"), list):
-        raise UserError(f"{path} is not a frontier file of space {space!r}; move it away or pass another --out")
+    rows = frontier.get("rows") if isinstance(frontier, dict) else None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and all(k in r for k in ROW_KEYS) for r in rows):
+        raise UserError(f"{path} is not a frontier file written by mnist-search frontier; pass another file")
+    if space is not None and frontier.get("space") != space:
+        raise UserError(f"{path} holds the frontier of space {frontier.get('space')!r}, not {space!r}")
     return frontier
 
 
@@ -55,7 +64,7 @@ def frontier_table(frontier: dict[str, Any]) -> str:
     for row in best_rows(frontier):
         spent = (row["search_seconds"] + row["retrain_seconds"]) / 3600
         lines.append(
-            f"| < {row['budget']:,} | {row['params']:,} | {row['epochs']} | {row['test_mean']:.2%} ± "
+            f"| ≤ {row['budget']:,} | {row['params']:,} | {row['epochs']} | {row['test_mean']:.2%} ± "
             f"{row['test_std']:.2%} | {' '.join(map(str, row['seeds']))} | {row['device']}, {row['precision']} | "
             f"{spent:.2f} h | {row['study']} trial {row['trial']} |"
         )
@@ -72,7 +81,7 @@ def frontier_figure(frontier: dict[str, Any]) -> Any:
         x=[r["params"] for r in rows], y=[100 * r["test_mean"] for r in rows], mode="lines+markers",
         error_y={"type": "data", "array": [100 * r["test_std"] for r in rows]},
         name=f"mnist-search {frontier['space']}: final epoch, test mean ± std over seeds",
-        text=[f"budget < {r['budget']:,}, {r['epochs']} epochs, {r['device']} {r['precision']}" for r in rows],
+        text=[f"budget ≤ {r['budget']:,}, {r['epochs']} epochs, {r['device']} {r['precision']}" for r in rows],
     ))  # fmt: skip
     figure.add_trace(go.Scatter(
         x=[p for p, _, _ in REFERENCES], y=[100 * a for _, a, _ in REFERENCES], mode="markers+text",
@@ -90,7 +99,7 @@ def frontier_html(frontier: dict[str, Any], include_plotlyjs: bool) -> str:
     """The table and plot as an HTML fragment (the report adds it to its page)."""
     rows = best_rows(frontier)
     cells = "".join(
-        f"<tr><td>&lt; {r['budget']:,}</td><td>{r['params']:,}</td><td>{r['epochs']}</td>"
+        f"<tr><td>≤ {r['budget']:,}</td><td>{r['params']:,}</td><td>{r['epochs']}</td>"
         f"<td>{r['test_mean']:.2%} ± {r['test_std']:.2%}</td><td>{html.escape(' '.join(map(str, r['seeds'])))}</td>"
         f"<td>{html.escape(str(r['device']))}, {html.escape(str(r['precision']))}</td>"
         f"<td>{(r['search_seconds'] + r['retrain_seconds']) / 3600:.2f} h</td></tr>"
@@ -115,9 +124,14 @@ def frontier_page(frontier: dict[str, Any]) -> str:
 def report_frontier(space: object, named: str | None) -> dict[str, Any] | None:
     """The frontier a study's report shows: the file named by --frontier, else its space's default one."""
     if named is not None:
-        frontier = json.loads(Path(named).read_text()) if Path(named).is_file() else None
-        if frontier is None:
+        if not Path(named).is_file():
             raise UserError(f"--frontier {named} is not a file; pass the .json that mnist-search frontier wrote")
-        return load_frontier(Path(named), str(frontier.get("space")) if isinstance(frontier, dict) else "")
-    default = FRONTIER_DIR / f"{space}.json"
-    return load_frontier(default, str(space)) if isinstance(space, str) and default.is_file() else None
+        return load_frontier(Path(named))
+    if not isinstance(space, str):
+        return None
+    default = frontier_path(FRONTIER_DIR, space)
+    return load_frontier(default, space) if default.is_file() else None
+
+
+def frontier_path(folder: Path, space: str) -> Path:
+    return inside(folder, space, suffix=".json")

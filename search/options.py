@@ -263,9 +263,10 @@ class SearchOptions:
             raise UserError(f"--timeout must be a positive number of seconds, got {self.timeout}")
         space = get_space(self.space)
         budget = space.budget(self.max_params, self.max_epochs)
-        if self.pruner in ("median", "peers") and (self.prune_from_epoch or 0) > budget.max_epochs:
+        # No trial is pruned after its last epoch, so judging from the cap on prunes nothing.
+        if self.pruner in ("median", "peers") and (self.prune_from_epoch or 0) >= budget.max_epochs:
             raise UserError(
-                f"--prune-from-epoch {self.prune_from_epoch} is past the epoch cap ({budget.max_epochs}), so no "
-                "trial could be pruned; lower it, or pass --pruner none"
+                f"--prune-from-epoch {self.prune_from_epoch} is not before the epoch cap ({budget.max_epochs}), so "
+                "no trial could be pruned; lower it, or pass --pruner none"
             )
         return space, budget

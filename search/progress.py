@@ -15,7 +15,7 @@ import optuna
 from optuna.trial import TrialState
 from tqdm import tqdm
 
-from search.estimate import Pruning, Running, estimate
+from search.estimate import Ended, Pruning, Running, estimate
 from search.states import FINISHED
 
 LINES_ENV = "MNIST_SEARCH_PROGRESS_LINES"
@@ -66,7 +66,7 @@ class Progress:
         feasible = [t.values[0] for t in trials if t.state == TrialState.COMPLETE and "infeasible" not in t.user_attrs]
         return len(trials) - failed, pruned, infeasible, failed, max(feasible, default=None)
 
-    def _estimate(self, just_finished: Running | None = None) -> str:
+    def _estimate(self, just_finished: Ended | None = None) -> str:
         trials = self.study.get_trials(deepcopy=False)
         running = None if just_finished else self.running
         guess = estimate(trials, self.total, self.device, self.max_epochs, running, just_finished, self.pruning)
@@ -84,8 +84,10 @@ class Progress:
     def trial_done(self, number: int, state: str, accuracy: float | None, params: int | None, reason: str = "") -> None:
         # This trial is not yet told to the storage: count it, and its epochs, by hand.
         ran = self.running or Running(0.0, 0)
-        # Failed trials are not part of the study's mix.
-        ended = None if state == "FAIL" else Running(ran.seconds, ran.epochs, completed=state == "COMPLETE")
+        ended = None  # failed trials are not part of the study's mix
+        if state != "FAIL":
+            stored = TrialState.COMPLETE if state == "INFEASIBLE" else TrialState[state]
+            ended = Ended(number, ran.seconds, ran.epochs, stored, infeasible=state == "INFEASIBLE")
         self.running = None
         if self.quiet:
             return

@@ -61,7 +61,10 @@ def _check_seed(train_seed: object) -> None:
 def _configs(sources: Sequence[str], top: int, space: str) -> Iterator[tuple[str, dict[str, Any], int | None]]:
     for source in sources:
         if source == ZOO_SOURCE:  # the shipped entries of this space; the budget check picks those that fit
-            yield from ((f"zoo {e.name}", dict(e.config), None) for e in load_zoo() if e.space == space)
+            entries = [e for e in load_zoo() if e.space == space]
+            if not entries:
+                raise UserError(f"--warm-start zoo: the zoo has no {space} models (mnist-search zoo lists them)")
+            yield from ((f"zoo {e.name}", dict(e.config), None) for e in entries)
         elif source.endswith(".json"):
             yield _from_export(Path(source))
         else:

@@ -26,7 +26,7 @@ LISTED_KEYS = ("name", "space", "budget", "params", "epochs", "test_mean", "test
 class ZooEntry:
     name: str
     space: str
-    budget: int  # the --max-params its search ran under
+    budget: int  # the --max-params its search ran under (inclusive)
     params: int
     epochs: int
     test_mean: float  # final epoch, test set, over ``seeds``
@@ -91,7 +91,7 @@ def _entry(item: object, path: Path) -> ZooEntry:
     if not all(isinstance(x, float) and math.isfinite(x) for x in numbers) or not per_seed:
         raise UserError(f"{where}: entry {entry.name!r} has figures that are not one finite accuracy per seed")
     params = space.check_config(dict(entry.config))
-    if params != entry.params or entry.config.get("epochs") != entry.epochs:
+    if params != entry.params or params > entry.budget or entry.config.get("epochs") != entry.epochs:
         raise UserError(f"{where}: entry {entry.name!r} builds {params} parameters, not the {entry.params} it lists")
     return entry
 
@@ -103,7 +103,7 @@ def format_zoo(entries: list[ZooEntry]) -> str:
     ]
     for e in entries:
         lines.append(
-            f"| {e.name} | {e.space} | < {e.budget:,} | {e.params:,} | {e.epochs} | {e.test_mean:.2%} ± "
+            f"| {e.name} | {e.space} | ≤ {e.budget:,} | {e.params:,} | {e.epochs} | {e.test_mean:.2%} ± "
             f"{e.test_std:.2%} | {' '.join(map(str, e.seeds))} | {e.device} | {e.precision} | {e.commit} |"
         )
     return "\n".join(lines)

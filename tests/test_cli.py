@@ -79,7 +79,7 @@ BAD_INPUTS = {
     "epochs over the family cap": (["--space", "gap_cnn", "--epochs", "21"], "outside 1..20"),
     "params over the family cap": (["--space", "gap_cnn", "--max-params", "25000"], "over the cap"),
     "missing data dir": (["--space", "ffn", "--data-dir", "/nonexistent/mnist"], "does not exist"),
-    "pruning after the last epoch": (["--space", "ffn", "--epochs", "5", "--prune-from-epoch", "6"], "past the epoch"),
+    "pruning after the last epoch": (["--space", "ffn", "--epochs", "5", "--prune-from-epoch", "5"], "not before the"),
     "malformed storage URL": (["--space", "ffn", "--storage", "notadb://x/y"], "cannot open storage"),
     "sqlite for several processes": (["--space", "ffn", "--jobs", "2", "--storage", "sqlite:///x.db"], "not safe"),
 }

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import timedelta
 
 import optuna
 import pytest
@@ -15,7 +16,7 @@ from optuna.distributions import IntDistribution
 from optuna.trial import TrialState, create_trial
 from torch import nn
 
-from search import run_search
+from search import make_pruner, run_search
 from search.cpu import (
     BF16_MIN_FLOPS,
     FastBatchNorm2d,
@@ -28,10 +29,12 @@ from search.cpu import (
 from search.cpu.allocator import USER_SETTINGS
 from search.cpu.dropout import dropped_positions, splitmix64
 from search.estimate import (
+    COMPLETE_PER_KEEP,
     PRIOR_COMPLETE_FRACTION,
     PRIOR_OVER_BUDGET,
     PRIOR_PRUNED_EXTRA,
     PRIOR_TRIALS,
+    Ended,
     Pruning,
     Running,
     estimate,
@@ -252,10 +255,27 @@ def test_the_estimate_learns_the_studys_own_pruning_and_sees_a_trial_just_ended(
     short = estimate(pruned_early, total=60, device="cpu", max_epochs=20, pruning=Pruning(2, 0.2))
     long = estimate([_trial(TrialState.COMPLETE, 20, 20.0) for _ in range(30)], total=60, device="cpu", max_epochs=20)
     assert short.epochs_per_trial < 3 < 15 < long.epochs_per_trial  # its own mix outweighs the prior
-    for state in (TrialState.COMPLETE, TrialState.PRUNED):  # one not yet stored counts as it ended
-        stored = estimate([*pruned_early, _trial(state, 20, 20.0)], 60, "cpu", 20)
-        ended = Running(20.0, 20, completed=state == TrialState.COMPLETE)
-        assert estimate(pruned_early, 60, "cpu", 20, just_finished=ended).epochs_per_trial == stored.epochs_per_trial
+    in_flight = _trial(TrialState.RUNNING, 0, 0.0)  # told to the storage only after the progress line
+    in_flight.number = 30
+    for state, infeasible in ((TrialState.COMPLETE, False), (TrialState.PRUNED, False), (TrialState.COMPLETE, True)):
+        attrs = {"infeasible": "over budget"} if infeasible else {}
+        stored = _trial(state, 0 if infeasible else 20, 20.0, **attrs)
+        stored.number = 30
+        ended = Ended(30, 20.0, 0 if infeasible else 20, state, infeasible)
+        seen = estimate([*pruned_early, in_flight], 60, "cpu", 20, just_finished=ended)
+        assert seen.epochs_per_trial == estimate([*pruned_early, stored], 60, "cpu", 20).epochs_per_trial
+
+
+def test_the_estimate_assumes_what_the_pruner_does_and_ignores_pauses_between_runs():
+    assert Pruning.of(make_pruner("none", 20)).complete_share == 1.0
+    assert Pruning.of(make_pruner("median", 20, 6)).first_judged_epoch == 6
+    assert Pruning.of(make_pruner("peers", 20, 3, keep=0.5)) == Pruning(3, COMPLETE_PER_KEEP * 0.5)
+    trials = [_trial(TrialState.PRUNED, 2, 2.0) for _ in range(10)]
+    quick = estimate(trials, 20, "cpu", 20)
+    for i, trial in enumerate(trials):  # the same trials, run a day apart: each trial's own wall time counts
+        trial.datetime_start += timedelta(days=i)
+        trial.datetime_complete += timedelta(days=i)
+    assert estimate(trials, 20, "cpu", 20).remaining_seconds == pytest.approx(quick.remaining_seconds, abs=1)
 
 
 def test_trials_record_their_precision_and_log_lines_carry_the_estimate(tmp_path, data_dir, capsys, monkeypatch):

@@ -69,6 +69,8 @@ def test_retrain_zoo_trains_the_entry(tmp_path, data_dir, monkeypatch, capsys):
     assert (out / "zoo-ffn-tiny-seed0.pt").is_file()
     with pytest.raises(UserError, match="no zoo entry 'nope'; choose one of: ffn-tiny"):
         retrain_command(["--zoo", "nope"])
+    with pytest.raises(UserError, match="no search split"):
+        retrain_command(["--zoo", "ffn-tiny", "--search-split"])
 
 
 def test_warm_start_zoo_enqueues_the_entries_that_fit(tmp_path, data_dir, monkeypatch, capsys):
@@ -79,6 +81,8 @@ def test_warm_start_zoo_enqueues_the_entries_that_fit(tmp_path, data_dir, monkey
     run_search(small_search(tmp_path, data_dir, trials=1, max_params=1000, warm_start=("zoo",), quiet=False,
                             storage=storage))  # fmt: skip
     assert "warm start: skipped zoo ffn-tiny" in capsys.readouterr().out
+    with pytest.raises(UserError, match="the zoo has no fcn models"):
+        run_search(small_search(tmp_path, data_dir, space="fcn", warm_start=("zoo",), storage=f"{storage}x"))
 
 
 def test_frontier_searches_retrains_and_resumes(tmp_path, data_dir, capsys):
@@ -89,7 +93,7 @@ def test_frontier_searches_retrains_and_resumes(tmp_path, data_dir, capsys):
     assert {row["budget"] for row in frontier["rows"]} == {60000}  # under 2,000 nothing fits: no row
     row = frontier["rows"][0]
     assert row["params"] < 60000 and row["seeds"] == [0] and row["device"] == "cpu"
-    assert "< 60,000" in table.read_text() and "public claims" in page.read_text()
+    assert "≤ 60,000" in table.read_text() and "public claims" in page.read_text()
     # Run again: both searches are finished and the retrain is on record, so nothing trains.
     before = record.read_text()
     run_frontier(options, [2000, 60000], [0], 1, out)
@@ -98,3 +102,10 @@ def test_frontier_searches_retrains_and_resumes(tmp_path, data_dir, capsys):
                      "--frontier", str(record), "--out", str(tmp_path / "r.html"), cwd=tmp_path)  # fmt: skip
     assert report.returncode == 0, report.stderr
     assert "Frontier: ffn" in (tmp_path / "r.html").read_text()
+    broken = tmp_path / "broken.json"
+    for text in ("{not json", json.dumps({"space": "ffn", "rows": [{"budget": 1}]})):
+        broken.write_text(text)
+        refused = run_cli("report", "--storage", options.storage, "--study-name", "ffn-p60000-e1-n512",
+                          "--frontier", str(broken), "--out", str(tmp_path / "r2.html"), cwd=tmp_path)  # fmt: skip
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1 and "frontier" in refused.stderr
