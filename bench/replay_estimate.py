@@ -4,8 +4,8 @@ shown (``search.estimate``) with the wall time the rest of the study then took.
 
     python bench/replay_estimate.py --storage sqlite:///studies/mnist-search.db --study-name gap_cnn
 
-The estimate counts training time only, so the wall time it is compared with excludes nothing:
-start-up of the next trial, sampling and storage writes all count against it.
+The wall time it is compared with excludes nothing: sampling, storage writes and the start-up of
+each trial count against the estimate, which adds the study's own time outside training.
 """
 
 from __future__ import annotations

@@ -38,8 +38,9 @@ def make_pruner(
     on, and only against the median of at least ``JUDGE_AMONG`` completed trials that trained that
     far."""
     if name == "peers":
-        # gap_cnn A/B over 5 seeds (bench/ab_pruners.py, docs/benchmarks.md): 2.4x fewer training
-        # seconds than the median pruner from epoch 4, and the same best at equal training time.
+        # gap_cnn A/B over 5 seeds (bench/ab_pruners.py, docs/benchmarks.md): 2.28x fewer training
+        # seconds than the median pruner from epoch 4; the best within equal training time higher
+        # in 1 seed, lower in 2, equal in 2.
         return PeerPruner(PEERS_FROM_EPOCH if prune_from_epoch is None else prune_from_epoch, keep)
     if name == "median":
         # Epoch 4: OneCycle and augmented trials start slow and finish strong. Replaying seven
