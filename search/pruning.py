@@ -6,8 +6,8 @@ there, so a study's first dozen trials always train to the end. The seed baselin
 whole learning curve from the first minute, and each completed trial adds one. Comparing only
 within a schedule keeps a OneCycle trial, slow while its rate is high, from being stopped for
 that dip against a constant-rate curve. The first trial of a schedule, with no peer yet, is
-stopped only when it is worse than every completed curve (the seed's, at first), and once it
-completes it is the reference for the rest.
+stopped only when it is hopeless beside every completed curve (the seed's, at first), and once
+it completes it is the reference for the rest.
 """
 
 from __future__ import annotations
@@ -20,14 +20,19 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 SCHEDULE_KEY = "schedule"  # a config without one is judged against every completed trial
+# A trial with no peer of its schedule yet is stopped only when its error is more than this many
+# times that of every completed trial at the epoch: at full data the seed baseline's constant rate
+# is ahead of every OneCycle trial at epoch 2 (98.05% against 97.64% for an Adam OneCycle run),
+# and the plain "worse than every curve" pruned them all.
+FAR_BEHIND = 2.0
 
 
 class PeerPruner(optuna.pruners.BasePruner):
     """Stop a trial at an epoch from ``from_epoch`` on when its best value so far is not among the
     best ``keep`` share of its peers' values at that epoch (0.5: below their median). Peers are
     completed trials with the same ``schedule`` parameter that reached the epoch; with fewer than
-    ``min_peers`` of them, the trial is stopped only when it is worse than every completed trial at
-    that epoch."""
+    ``min_peers`` of them, the trial is stopped only when its error is more than ``FAR_BEHIND``
+    times that of every completed trial at that epoch."""
 
     def __init__(self, from_epoch: int, keep: float = 0.5, min_peers: int = 1) -> None:
         self.from_epoch, self.keep, self.min_peers = from_epoch, keep, min_peers
@@ -50,8 +55,11 @@ class PeerPruner(optuna.pruners.BasePruner):
         peers = [value for same, value in curves if same]
         if len(peers) >= self.min_peers:
             bar = _quantile(peers, 1 - self.keep if maximize else self.keep)
-        elif curves:  # no peer yet: stopped only when worse than every completed curve
-            bar = min(value for _, value in curves) if maximize else max(value for _, value in curves)
+        elif curves:  # no peer yet: stopped only when hopeless beside every completed curve
+            if maximize:  # an accuracy: its error more than FAR_BEHIND times the worst curve's
+                bar = 1 - FAR_BEHIND * (1 - min(value for _, value in curves))
+            else:  # a loss: more than FAR_BEHIND times the worst curve's
+                bar = FAR_BEHIND * max(value for _, value in curves)
         else:
             return False
         return best < bar if maximize else best > bar
