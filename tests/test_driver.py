@@ -124,7 +124,7 @@ def test_median_pruner_judges_only_against_trained_curves():
     assert slightly_worse()
 
 
-def test_peers_pruner_judges_against_the_same_schedule_and_else_stops_only_the_hopeless():
+def test_peers_pruner_judges_only_against_the_same_schedule():
     study = optuna.create_study(direction="maximize", pruner=make_pruner("peers", 10, 2))
     schedules = optuna.distributions.CategoricalDistribution(["none", "onecycle"])
 
@@ -144,9 +144,7 @@ def test_peers_pruner_judges_against_the_same_schedule_and_else_stops_only_the_h
     completed("none", [0.96, 0.97, 0.98])  # the seed baseline: constant rate
     assert not stopped("none", [0.10])  # epoch 1: before the first judging epoch
     assert stopped("none", [0.95, 0.965])  # below its one peer at epoch 2
-    # No onecycle peer: behind the seed's curve (0.97 at epoch 2) goes on, unless its error is over twice as high.
-    assert not stopped("onecycle", [0.90, 0.945])
-    assert stopped("onecycle", [0.90, 0.935])
+    assert not stopped("onecycle", [0.10, 0.20])  # no onecycle peer: not held to the constant-rate curve
     completed("onecycle", [0.90, 0.94, 0.99])
     assert not stopped("onecycle", [0.91, 0.945])  # now judged against its own schedule's curve
     assert stopped("onecycle", [0.85, 0.93])
