@@ -109,3 +109,10 @@ def test_frontier_searches_retrains_and_resumes(tmp_path, data_dir, capsys):
                           "--frontier", str(broken), "--out", str(tmp_path / "r2.html"), cwd=tmp_path)  # fmt: skip
         assert refused.returncode == 2 and "Traceback" not in refused.stderr
         assert len(refused.stderr.strip().splitlines()) == 1 and "frontier" in refused.stderr
+
+
+def test_frontier_checks_every_budget_before_the_first_search(tmp_path, data_dir):
+    options = small_search(tmp_path, data_dir, space="gap_cnn")
+    with pytest.raises(UserError, match="max_params 30000 is over the cap of space 'gap_cnn'"):
+        run_frontier(options, [1000, 30000], [0], 1, tmp_path / "frontier")
+    assert not (tmp_path / "s.db").exists() and not (tmp_path / "frontier").exists()
