@@ -13,7 +13,9 @@ Each trial still to come
   completed trials' mean epochs;
 - else is pruned, after the pruned trials' mean epochs.
 
-Each share and mean is blended with a prior worth ``PRIOR_TRIALS`` trials. Time outside training
+Shares come from the trials the pruner judged (the peers pruner does not judge the first trial of
+each schedule; one such trial is added for each schedule not yet tried). Each share and mean is
+blended with a prior worth ``PRIOR_TRIALS`` trials. Time outside training
 (sampling, storage, start-up of each trial) is this study's own, per finished trial.
 """
 
@@ -27,7 +29,7 @@ from datetime import datetime
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search.pruning import PeerPruner
+from search.pruning import SCHEDULE_KEY, PeerPruner
 from search.states import FINISHED
 
 PRIOR_TRIALS = 5
@@ -45,14 +47,15 @@ class Pruning:
     epoch it may stop a trial at, and the share of trained trials it lets complete."""
 
     first_judged_epoch: int = 4
-    complete_share: float = 0.25
+    complete_share: float = 0.25  # of the trials it judges
+    by_schedule: bool = False  # the first trial of each lr schedule goes unjudged (search.pruning)
 
     @classmethod
     def of(cls, pruner: object) -> Pruning:
         if isinstance(pruner, PeerPruner):
             # Judged at every epoch, about a third of the share kept at each completes
             # (gap_cnn proxies: 0.15-0.16 of trained trials at keep 0.5).
-            return cls(pruner.from_epoch, COMPLETE_PER_KEEP * pruner.keep)
+            return cls(pruner.from_epoch, COMPLETE_PER_KEEP * pruner.keep, by_schedule=True)
         if isinstance(pruner, optuna.pruners.NopPruner):
             return cls(complete_share=1.0)
         if isinstance(pruner, optuna.pruners.PercentilePruner):  # the median pruner's warm-up: private
@@ -121,8 +124,11 @@ def estimate(
     sampled = [t for t in finished if not _enqueued(t)]
     over = sum("infeasible" in t.user_attrs for t in sampled)
     completed = [_epochs(t) for t in finished if t.state == TrialState.COMPLETE and _epochs(t)]
-    pruned = [_epochs(t) for t in sampled if t.state == TrialState.PRUNED and _epochs(t)]
-    trained_complete = sum(t.state == TrialState.COMPLETE and _epochs(t) > 0 for t in sampled)
+    # The shares come from the trials the pruner judged: the first of each schedule it does not.
+    unjudged = _unjudged(finished) if pruning.by_schedule else set()
+    judged = [t for t in sampled if t.number not in unjudged]
+    pruned = [_epochs(t) for t in judged if t.state == TrialState.PRUNED and _epochs(t)]
+    trained_complete = sum(t.state == TrialState.COMPLETE and _epochs(t) > 0 for t in judged)
     n_finished, n_sampled = len(finished), len(sampled)
     trained = len(pruned) + trained_complete
 
@@ -132,7 +138,9 @@ def estimate(
     pruned_epochs = _blend(pruning.first_judged_epoch + PRIOR_PRUNED_EXTRA, sum(pruned), len(pruned))
     per_trial = (1 - over_share) * (complete_share * complete_epochs + (1 - complete_share) * pruned_epochs)
     left = max(total - n_finished, 0)
-    left_epochs = max(left * per_trial - (running.epochs if running else 0), 0.0)
+    unjudged_to_come = min(_schedules_without_reference(finished), left) if pruning.by_schedule else 0
+    left_epochs = (left - unjudged_to_come) * per_trial + unjudged_to_come * (1 - over_share) * complete_epochs
+    left_epochs = max(left_epochs - (running.epochs if running else 0), 0.0)
     seconds_per_epoch = seconds / epochs
     # Workers sharing the study (--jobs, other hosts) each train one of the trials in flight.
     workers = max(1, sum(t.state == TrialState.RUNNING for t in trials))
@@ -148,6 +156,33 @@ def _as_stored(trial: FrozenTrial, ended: Ended) -> FrozenTrial:
         stored.user_attrs["infeasible"] = True
     stored.datetime_complete = datetime.now()
     return stored
+
+
+def _unjudged(finished: Sequence[FrozenTrial]) -> set[int]:
+    """Trials that started before any trial of their schedule had completed: the peers pruner
+    had nothing to judge them against."""
+    first_done: dict[object, datetime] = {}
+    for t in finished:
+        if t.state == TrialState.COMPLETE and _epochs(t) and t.datetime_complete:
+            schedule = t.params.get(SCHEDULE_KEY)
+            first_done[schedule] = min(first_done.get(schedule, t.datetime_complete), t.datetime_complete)
+    return {
+        t.number
+        for t in finished
+        if t.datetime_start is not None
+        and not ((done := first_done.get(t.params.get(SCHEDULE_KEY))) is not None and done < t.datetime_start)
+    }
+
+
+def _schedules_without_reference(finished: Sequence[FrozenTrial]) -> int:
+    """Schedules the study samples with no completed trial yet: the first of each will train to the end."""
+    choices: set[object] = set()
+    for t in finished:
+        distribution = t.distributions.get(SCHEDULE_KEY)
+        if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+            choices.update(distribution.choices)
+    done = {t.params.get(SCHEDULE_KEY) for t in finished if t.state == TrialState.COMPLETE and _epochs(t)}
+    return len(choices - done)
 
 
 def _blend(prior: float, observed_sum: float, observed_count: int) -> float:

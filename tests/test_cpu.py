@@ -12,7 +12,7 @@ from datetime import timedelta
 import optuna
 import pytest
 import torch
-from optuna.distributions import IntDistribution
+from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 from torch import nn
 
@@ -264,6 +264,31 @@ def test_the_estimate_learns_the_studys_own_pruning_and_sees_a_trial_just_ended(
         ended = Ended(30, 20.0, 0 if infeasible else 20, state, infeasible)
         seen = estimate([*pruned_early, in_flight], 60, "cpu", 20, just_finished=ended)
         assert seen.epochs_per_trial == estimate([*pruned_early, stored], 60, "cpu", 20).epochs_per_trial
+
+
+def test_the_estimate_leaves_the_unjudged_first_trial_of_each_schedule_out_of_the_shares():
+    schedules = CategoricalDistribution(["none", "step", "onecycle"])
+
+    def made(schedule: str, state: TrialState, epochs: int, **attrs):
+        trial = _trial(state, epochs, float(epochs), **attrs)
+        trial.params, trial.distributions = {"schedule": schedule}, {"schedule": schedules}
+        return trial
+
+    trials = [made("none", TrialState.COMPLETE, 19, baseline=True), made("step", TrialState.COMPLETE, 20)]
+    trials += [made("none", TrialState.PRUNED, 2) for _ in range(6)]
+    peers = Pruning(2, 0.16, by_schedule=True)
+    guess = estimate(trials, 100, "cpu", 20, pruning=peers)
+    blind = estimate(trials, 100, "cpu", 20, pruning=Pruning(2, 0.16))
+    # The step trial, first of its schedule, completed unjudged: it does not raise the complete
+    # share; onecycle, not tried yet, adds one trial to the end.
+    complete_epochs = (PRIOR_COMPLETE_FRACTION * 20 * PRIOR_TRIALS + 39) / (PRIOR_TRIALS + 2)
+    over = PRIOR_OVER_BUDGET * PRIOR_TRIALS / (PRIOR_TRIALS + 7)
+    share = 0.16 * PRIOR_TRIALS / (PRIOR_TRIALS + 6)
+    pruned = (3 * PRIOR_TRIALS + 12) / (PRIOR_TRIALS + 6)
+    per_trial = (1 - over) * (share * complete_epochs + (1 - share) * pruned)
+    expected = 91 * per_trial + (1 - over) * complete_epochs
+    assert guess.remaining_seconds == pytest.approx(expected, rel=0.01)
+    assert blind.remaining_seconds > guess.remaining_seconds
 
 
 def test_the_estimate_assumes_what_the_pruner_does_and_ignores_pauses_between_runs():
