@@ -51,7 +51,8 @@ class ZooEntry:
         return {"space": self.space, "name": f"zoo-{self.name}", "config": dict(self.config)}
 
 
-def load_zoo(path: Path = ZOO_FILE) -> list[ZooEntry]:
+def load_zoo(path: Path | None = None) -> list[ZooEntry]:
+    path = path or ZOO_FILE
     try:
         raw = json.loads(path.read_text())
     except (OSError, ValueError) as error:

@@ -32,7 +32,7 @@ def test_zoo_lists_the_shipped_entries_as_a_table_and_as_json(tmp_path):
 
 
 def _zoo_file(tmp_path: Path, **change) -> Path:
-    config = get_space("ffn").baselines[0] | {"epochs": 1}
+    config = get_space("ffn").baselines[0] | {"epochs": 1, "lr": 0.002}  # not the seed baseline itself
     entry = {
         "name": "ffn-tiny", "space": "ffn", "budget": 60000, "params": 53962, "epochs": 1, "test_mean": 0.95,
         "test_std": 0.001, "seeds": [0], "accuracies": [0.95], "device": "cpu", "precision": "fp32",
