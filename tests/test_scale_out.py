@@ -159,7 +159,9 @@ def test_kill_9_mid_trial_then_rerun_resumes_with_nothing_lost(backend, tmp_path
     if backend == "postgres":
         storage = request.getfixturevalue("postgres_url")
     name = f"kill-{backend}"
-    slow = ["--epochs", "8", "--train-subset", "20000", "--heartbeat", "1", "--artifacts", str(tmp_path)]
+    # No pruner: a trial pruned between being picked and the kill would not be the victim this test needs.
+    slow = ["--epochs", "8", "--train-subset", "20000", "--heartbeat", "1", "--pruner", "none"]
+    slow += ["--artifacts", str(tmp_path)]
     worker = _worker(storage, name, 4, *slow)
     victim = _wait_for_running_trial(storage, name)
     completed_before = {t.number for t in _load(storage, name).get_trials(states=(TrialState.COMPLETE,))}
@@ -181,8 +183,9 @@ def test_ctrl_c_marks_the_trial_and_says_how_to_resume(tmp_path):
     storage = f"sqlite:///{tmp_path}/int.db"
     # Far more trials than can finish: the worker must still be running when the signal lands.
     worker = _worker(
-        storage, "interrupted", 50, "--epochs", "8", "--train-subset", "20000", "--artifacts", str(tmp_path)
-    )
+        storage, "interrupted", 50, "--epochs", "8", "--train-subset", "20000", "--pruner", "none",
+        "--artifacts", str(tmp_path),
+    )  # fmt: skip
     _wait_for_running_trial(storage, "interrupted")
     worker.send_signal(signal.SIGINT)
     _out, err = worker.communicate(timeout=60)
