@@ -18,7 +18,7 @@ import optuna
 
 from search.algorithms import make_pruner
 from search.estimate import Pruning, estimate
-from search.states import FINISHED
+from spaces.states import FINISHED
 
 
 def replay(study: optuna.Study, pruning: Pruning, start: int, device: str | None) -> list[dict]:

@@ -26,8 +26,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.algorithms import JUDGE_AMONG, make_pruner
-from search.states import FINISHED
 from search.storage import open_storage
+from spaces.states import FINISHED
 
 TOP = 5
 P = optuna.pruners

@@ -15,7 +15,7 @@ from search.cli_args import add_data_flags, add_study_flags, command_parser, loa
 from search.dashboard import serve_dashboard
 from search.export import EXPORTS_DIR, export, load_record, select_trials, trial_record
 from search.files import inside
-from search.flags import port, positive_int
+from search.flags import port, positive_int, seed
 from search.retrain import format_retrain, retrain
 from search.storage import ARTIFACTS_DIR, artifact_store, default_storage
 from search.zoo import format_zoo, load_zoo, zoo_entry
@@ -46,7 +46,7 @@ def retrain_command(argv: Sequence[str]) -> int:
     )
     add_study_flags(p)
     p.add_argument("--top", type=positive_int, default=3, help="with a study: how many of its best trials")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds, one run each")
+    p.add_argument("--seeds", type=seed, nargs="+", default=[0, 1, 2], help="training seeds, one run each")
     p.add_argument(
         "--search-split",
         action="store_true",

@@ -30,7 +30,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.pruning import SCHEDULE_KEY, PeerPruner
-from search.states import FINISHED
+from spaces.states import FINISHED
 
 PRIOR_TRIALS = 5
 # The priors (docs/benchmarks.md, "How good the time-to-go estimate is"): the share of sampled

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 MAX_PORT = 65535
+MAX_SEED = 2**32 - 1  # numpy's samplers take 32-bit seeds
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,16 @@ def positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive, finite number, got {text}")
+    return value
+
+
+def seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"seeds run from 0 to {MAX_SEED} (2**32 - 1), got {value}")
     return value
 
 

@@ -21,12 +21,13 @@ from search.cli_args import add_flags, command_parser, options_from_args
 from search.driver import run_search
 from search.export import config_digest, trial_record
 from search.files import check_writable_dir, write_text
-from search.flags import positive_int
+from search.flags import positive_int, seed
 from search.frontier_view import FRONTIER_DIR, frontier_page, frontier_path, frontier_table, load_frontier
 from search.options import SearchOptions
 from search.results import ranked_trials, training_effort
 from search.retrain import retrain
 from search.train import resolve_device
+from spaces.errors import UserError
 
 SEARCH_FLAGS = (
     "space", "trials", "storage", "sampler", "pruner", "prune_from_epoch", "prune_keep", "seed", "timeout",
@@ -41,8 +42,11 @@ def frontier_command(argv: Sequence[str]) -> int:
         "frontier table and plot (test accuracy against parameters).",
     )
     add_flags(p, SearchOptions, SEARCH_FLAGS)
-    p.add_argument("--budgets", type=positive_int, nargs="+", required=True, help="--max-params of each search")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="retrain seeds, one run each")
+    p.add_argument(
+        "--budgets", type=positive_int, nargs="+", required=True,
+        help="parameter budgets: each search's models have fewer than N parameters (--max-params N-1)",
+    )  # fmt: skip
+    p.add_argument("--seeds", type=seed, nargs="+", default=[0, 1, 2], help="retrain seeds, one run each")
     p.add_argument("--top", type=positive_int, default=2, help="configs of each budget to retrain")
     p.add_argument("--out", default=str(FRONTIER_DIR), help="folder for the frontier file, table, plot and retrains")
     args = p.parse_args(argv)
@@ -56,15 +60,17 @@ def run_frontier(
     options: SearchOptions, budgets: Sequence[int], seeds: Sequence[int], top: int, out: Path
 ) -> tuple[Path, Path, Path]:
     """The searches, the retrains and the files; returns the frontier file, table and plot."""
-    searches = [dataclasses.replace(options, max_params=b, study_name=None) for b in sorted(set(budgets))]
-    for search in searches:  # every budget checked before the first search starts
+    if min(budgets) < 2:
+        raise UserError(f"--budgets {min(budgets)}: a budget N means fewer than N parameters; use 2 or more")
+    # "Under 20,000", as the public claims and the family caps put it: --max-params is inclusive.
+    searches = {b: dataclasses.replace(options, max_params=b - 1, study_name=None) for b in sorted(set(budgets))}
+    for search in searches.values():  # every budget checked before the first search starts
         search.validate()
     check_writable_dir(out, "--out")
     record_path = frontier_path(out, options.space)
     device = str(resolve_device(options.device))  # the resume key names the device used, not "auto"
     frontier = load_frontier(record_path, options.space)
-    for search in searches:
-        budget = search.max_params
+    for budget, search in searches.items():
         study = run_search(search)
         for trial in ranked_trials(study)[:top]:
             record = trial_record(study, trial, trusted=options.space)

@@ -64,7 +64,7 @@ def frontier_table(frontier: dict[str, Any]) -> str:
     for row in best_rows(frontier):
         spent = (row["search_seconds"] + row["retrain_seconds"]) / 3600
         lines.append(
-            f"| ≤ {row['budget']:,} | {row['params']:,} | {row['epochs']} | {row['test_mean']:.2%} ± "
+            f"| < {row['budget']:,} | {row['params']:,} | {row['epochs']} | {row['test_mean']:.2%} ± "
             f"{row['test_std']:.2%} | {' '.join(map(str, row['seeds']))} | {row['device']}, {row['precision']} | "
             f"{spent:.2f} h | {row['study']} trial {row['trial']} |"
         )
@@ -81,7 +81,7 @@ def frontier_figure(frontier: dict[str, Any]) -> Any:
         x=[r["params"] for r in rows], y=[100 * r["test_mean"] for r in rows], mode="lines+markers",
         error_y={"type": "data", "array": [100 * r["test_std"] for r in rows]},
         name=f"mnist-search {frontier['space']}: final epoch, test mean ± std over seeds",
-        text=[f"budget ≤ {r['budget']:,}, {r['epochs']} epochs, {r['device']} {r['precision']}" for r in rows],
+        text=[f"budget < {r['budget']:,}, {r['epochs']} epochs, {r['device']} {r['precision']}" for r in rows],
     ))  # fmt: skip
     figure.add_trace(go.Scatter(
         x=[p for p, _, _ in REFERENCES], y=[100 * a for _, a, _ in REFERENCES], mode="markers+text",
@@ -99,7 +99,7 @@ def frontier_html(frontier: dict[str, Any], include_plotlyjs: bool) -> str:
     """The table and plot as an HTML fragment (the report adds it to its page)."""
     rows = best_rows(frontier)
     cells = "".join(
-        f"<tr><td>≤ {r['budget']:,}</td><td>{r['params']:,}</td><td>{r['epochs']}</td>"
+        f"<tr><td>< {r['budget']:,}</td><td>{r['params']:,}</td><td>{r['epochs']}</td>"
         f"<td>{r['test_mean']:.2%} ± {r['test_std']:.2%}</td><td>{html.escape(' '.join(map(str, r['seeds'])))}</td>"
         f"<td>{html.escape(str(r['device']))}, {html.escape(str(r['precision']))}</td>"
         f"<td>{(r['search_seconds'] + r['retrain_seconds']) / 3600:.2f} h</td></tr>"

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 from search.algorithms import PEERS_FROM_EPOCH, PRUNE_FROM_EPOCH, PRUNE_KEEP, PRUNERS, SAMPLERS
 from search.data import DATA_ENV
-from search.flags import flag, positive_float, positive_int
+from search.flags import MAX_SEED, flag, positive_float, positive_int
 from search.profile import PRECISIONS
 from search.storage import ARTIFACTS_DIR, MAX_HEARTBEAT_S, Heartbeat, default_storage
 from spaces import SPACES, Budget, Space, get_space, known_names
@@ -18,7 +18,6 @@ from spaces.errors import UserError
 
 OBJECTIVES = ("accuracy", "params")
 DEVICES = ("auto", "cpu", "cuda")
-MAX_SEED = 2**32 - 1  # numpy's samplers take 32-bit seeds
 MAX_STUDY_NAME = 128
 MAX_TRIALS = 1_000_000
 STUDY_NAME = re.compile(r"[^\x00-\x1f\x7f]+")  # printable: it is shown, logged and slugged into file names

@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 from tqdm import tqdm
 
 from search.estimate import Ended, Pruning, Running, estimate
-from search.states import FINISHED
+from spaces.states import FINISHED
 
 LINES_ENV = "MNIST_SEARCH_PROGRESS_LINES"
 TICK_S = 1.0

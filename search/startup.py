@@ -19,8 +19,12 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 def _starting_the_cli() -> bool:
     name = os.path.basename(sys.argv[0]) if sys.argv else ""
-    # "-m": Python's own argv[0] while it imports the packages of the module it was asked to run
-    return name == "mnist-search" or name == "-m"
+    if name == "mnist-search":
+        return True
+    # "-m" is Python's own argv[0] while it imports the packages of any module it was asked to run:
+    # only ``python -m search.cli`` is the CLI (another program's module may import search).
+    command = getattr(sys, "orig_argv", [])
+    return name == "-m" and any(a == "-m" and b == "search.cli" for a, b in zip(command, command[1:], strict=False))
 
 
 def _stop(signum: int, _frame: FrameType | None) -> None:

@@ -122,35 +122,36 @@ def train(
     run_step = None  # the captured graph, once it exists
     result = TrainResult(model)
     start = time.perf_counter()
-    cores = profile.core_share()  # a CPU shared with other work: fewer threads while it is busy
-    for epoch in range(1, settings.epochs + 1):
-        cores.before_epoch()
-        epoch_start = time.perf_counter()
-        model.train()
-        order = torch.randperm(n, device=device, generator=generator)
-        loss_sum.zero_()
-        for i in range(steps):
-            index = order[i * batch_size : (i + 1) * batch_size]
-            if run_step is not None:
-                run_step(index)
-            elif use_graph and i == GRAPH_WARMUP_STEPS:
-                run_step = _capture(step, optimizer, index)
-                run_step(index)
-            else:
-                optimizer.zero_grad(set_to_none=True)
-                step(index)
-            if settings.schedule == "onecycle":
+    # A CPU shared with other work: fewer threads while it is busy, the caller's count restored after.
+    with profile.core_share() as cores:
+        for epoch in range(1, settings.epochs + 1):
+            cores.before_epoch()
+            epoch_start = time.perf_counter()
+            model.train()
+            order = torch.randperm(n, device=device, generator=generator)
+            loss_sum.zero_()
+            for i in range(steps):
+                index = order[i * batch_size : (i + 1) * batch_size]
+                if run_step is not None:
+                    run_step(index)
+                elif use_graph and i == GRAPH_WARMUP_STEPS:
+                    run_step = _capture(step, optimizer, index)
+                    run_step(index)
+                else:
+                    optimizer.zero_grad(set_to_none=True)
+                    step(index)
+                if settings.schedule == "onecycle":
+                    scheduler.step()
+            if settings.schedule == "step":
                 scheduler.step()
-        if settings.schedule == "step":
-            scheduler.step()
-        mean_loss = loss_sum.item() / steps  # the one host sync of the epoch
-        result.train_seconds += time.perf_counter() - epoch_start
-        if not math.isfinite(mean_loss):
-            raise Diverged(f"training loss became {mean_loss} in epoch {epoch}")
-        result.accuracies.append(accuracy(model, eval_set, profile))
-        result.seconds = time.perf_counter() - start
-        if on_epoch is not None:
-            on_epoch(epoch, result.accuracies[-1])
+            mean_loss = loss_sum.item() / steps  # the one host sync of the epoch
+            result.train_seconds += time.perf_counter() - epoch_start
+            if not math.isfinite(mean_loss):
+                raise Diverged(f"training loss became {mean_loss} in epoch {epoch}")
+            result.accuracies.append(accuracy(model, eval_set, profile))
+            result.seconds = time.perf_counter() - start
+            if on_epoch is not None:
+                on_epoch(epoch, result.accuracies[-1])
     return result
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import optuna
 
-from search.options import MAX_SEED
+from search.flags import MAX_SEED
 from search.redact import redact
 from search.results import ranked_trials
 from search.storage import open_storage

@@ -32,11 +32,11 @@ from search.processes import process_alive
 from search.progress import Progress
 from search.recovery import INTERRUPTED, recover_trials
 from search.run import Run
-from search.states import FINISHED
 from search.storage import artifact_store, kind_of
 from search.train import Diverged, resolve_device
 from spaces import Budget, InvalidArchitecture, Space
 from spaces.errors import UserError, first_line
+from spaces.states import FINISHED
 
 POLL_S = 1.0
 SAME_FAILURE_LIMIT = 5  # this many trials in a row failing alike (same type, same place) stop the search

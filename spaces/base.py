@@ -8,7 +8,7 @@ enqueued as trial 0 and exported, retrained and compared like any other trial.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
@@ -48,6 +48,9 @@ class Space:
     target: float  # the test accuracy a search must beat (a fraction)
     target_reason: str  # where the target comes from: the seed document's figure, or a stated goal
     max_params: int | None = None  # the family's cap on parameters, inclusive
+    # Model keys added after configs of this family were first exported, each with the value that
+    # means what a config without it meant: such a config still checks, builds and retrains.
+    defaults: Mapping[str, Any] = field(default_factory=dict)
 
     def budget(self, max_params: int | None = None, max_epochs: int | None = None) -> Budget:
         """The family budget, tightened by user flags; looser than the family's cap is an error."""
@@ -81,9 +84,11 @@ class Space:
         if not isinstance(config, Mapping):
             raise UserError(f"a {self.name} config must be a JSON object, got {type(config).__name__}")
         self.check_keys(config)
-        replay = _CheckingTrial(self.name, config)
+        replay = _CheckingTrial(self.name, config, self.defaults)
         expected = self.suggest(replay, budget)  # type: ignore[arg-type]
         for key, value in expected.items():
+            if key not in config and key in self.defaults:
+                continue  # replayed with its default above
             if key not in config:
                 raise UserError(f"{self.name} config is missing {key!r}")
             if not _same(config[key], value):
@@ -106,8 +111,8 @@ class _CheckingTrial:
     """Stands in for an Optuna trial: each suggest_* call checks the config's value against the range
     the space declares there, so the space's ``suggest`` is the one source of its ranges."""
 
-    def __init__(self, space: str, config: Mapping[str, Any]) -> None:
-        self.space, self.config = space, config
+    def __init__(self, space: str, config: Mapping[str, Any], defaults: Mapping[str, Any]) -> None:
+        self.space, self.config = space, {**defaults, **config}
 
     def _value(self, name: str) -> Any:
         if name not in self.config:
@@ -174,9 +179,19 @@ def conv_block(
     bias: bool = True,
     batch_norm: bool = False,
     dropout: float = 0.0,
+    separable: bool = False,
 ) -> list[nn.Module]:
-    """Conv → ReLU → [BatchNorm] → [Dropout], the order of seeds 002-004."""
-    layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, kernel, padding=padding, bias=bias), nn.ReLU()]
+    """Conv → ReLU → [BatchNorm] → [Dropout], the order of seeds 002-004. ``separable``: the conv is
+    depthwise (one ``kernel`` filter per input channel, no bias) then pointwise (1×1 to ``c_out``), at
+    ``kernel² · c_in + c_in · c_out`` weights instead of ``kernel² · c_in · c_out``."""
+    if separable:
+        convs: list[nn.Module] = [
+            nn.Conv2d(c_in, c_in, kernel, padding=padding, groups=c_in, bias=False),
+            nn.Conv2d(c_in, c_out, 1, bias=bias),
+        ]
+    else:
+        convs = [nn.Conv2d(c_in, c_out, kernel, padding=padding, bias=bias)]
+    layers: list[nn.Module] = [*convs, nn.ReLU()]
     if batch_norm:
         layers.append(nn.BatchNorm2d(c_out))
     if dropout > 0:

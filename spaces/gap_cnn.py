@@ -8,7 +8,9 @@ LogSoftmax with NLL loss; SGD lr 0.01 momentum 0.9, batch 128, 19 epochs, no aug
 The search moves the transition (how many blocks before the pool, which pool, an optional 1×1
 conv), the widths, the dropout, the head (the seed's 1×1 conv, or a small FC), padding, and the
 training recipe known to matter at this size: SGD or Adam, OneCycle/StepLR, label smoothing,
-light GPU augmentation and batch size.
+light GPU augmentation and batch size. For small budgets (the frontier's 2k-8k) it also moves
+what the small public models use: depthwise-separable convs (``conv``) and stage 1's kernel size
+(``kernel``); the width ranges follow ``--max-params`` and each block's weight cost.
 """
 
 from __future__ import annotations
@@ -34,28 +36,45 @@ from spaces.base import (
 
 MAX_BLOCKS = 4
 POOLS = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d}
+CONVS = ("full", "separable")  # separable: depthwise kernel × kernel, then pointwise 1×1
+KERNELS = (3, 5)  # stage 1's; stage 2 works on maps of 14×14 or less, where a 5×5 leaves little
+STAGE2_KERNEL = 3
+TYPICAL_WIDTH = 16
+MAX_WIDEN = 2.0  # cheap blocks (separable ones) may be up to twice the full 3×3 conv's widest
+# Configs exported before these keys existed meant full 3×3 convs.
+DEFAULTS = {"conv": "full", "kernel": 3}
 
 
 def suggest(trial: optuna.Trial, budget: Budget) -> Config:
-    # Conv parameters grow with width squared: under a tighter --max-params the width ranges
-    # shrink by the square root of the ratio, so fewer trials are spent on networks over budget.
+    # Conv parameters grow with width squared: the width ranges follow the square root of
+    # --max-params against the family cap over the block's weight cost against a full 3×3 conv, so
+    # few trials land over budget and cheap blocks may be wider. A categorical's choices cannot
+    # change within a study, so they follow the budget alone (a study's budget is fixed).
     family_cap = SPACE.max_params or budget.max_params
-    scale = math.sqrt(budget.max_params / family_cap) if budget.max_params and family_cap else 1.0
+    ratio = budget.max_params / family_cap if budget.max_params and family_cap else 1.0
+    conv = trial.suggest_categorical("conv", list(CONVS))
+    kernel = trial.suggest_categorical("kernel", list(KERNELS))
 
-    def width(name: str, low: int, high: int) -> int:
+    def width(name: str, low: int, high: int, block_kernel: int) -> int:
+        scale = min(MAX_WIDEN, math.sqrt(ratio / relative_cost(conv, block_kernel)))
         return trial.suggest_int(name, low, max(low, 2 * round(high * scale / 2)), step=2)
 
-    config: Config = {"stage1_blocks": trial.suggest_int("stage1_blocks", 2, MAX_BLOCKS)}
-    for i in range(config["stage1_blocks"]):
-        config[f"stage1_width_{i}"] = width(f"stage1_width_{i}", 4, 24)
-    config["pool"] = trial.suggest_categorical("pool", list(POOLS))
-    config["transition_width"] = trial.suggest_categorical("transition_width", [0, 8, 12, 16])
-    config["stage2_blocks"] = trial.suggest_int("stage2_blocks", 1, MAX_BLOCKS)
-    for i in range(config["stage2_blocks"]):
-        config[f"stage2_width_{i}"] = width(f"stage2_width_{i}", 8, 32)
+    def affordable(name: str, choices: tuple[int, ...]) -> int:
+        return trial.suggest_categorical(name, [c for c in choices if c <= max(choices) * math.sqrt(ratio)])
+
+    config: Config = {"conv": conv, "kernel": kernel}
     config["padding"] = trial.suggest_categorical("padding", ["valid", "same"])
+    config["stage1_blocks"] = trial.suggest_int("stage1_blocks", 2, MAX_BLOCKS)
+    for i in range(config["stage1_blocks"]):
+        config[f"stage1_width_{i}"] = width(f"stage1_width_{i}", 4, 24, kernel)
+    config["pool"] = trial.suggest_categorical("pool", list(POOLS))
+    config["transition_width"] = affordable("transition_width", (0, 8, 12, 16))
+    # As many stage-2 blocks as the feature map allows: no trial is spent on a config with no network.
+    config["stage2_blocks"] = trial.suggest_int("stage2_blocks", 1, _stage2_room(config))
+    for i in range(config["stage2_blocks"]):
+        config[f"stage2_width_{i}"] = width(f"stage2_width_{i}", 8, 32, STAGE2_KERNEL)
     config["dropout"] = trial.suggest_float("dropout", 0.0, 0.15)
-    config["head_hidden"] = trial.suggest_categorical("head_hidden", [0, 16, 32])
+    config["head_hidden"] = affordable("head_hidden", (0, 16, 32))
     return config | suggest_training(
         trial,
         budget,
@@ -70,29 +89,51 @@ def suggest(trial: optuna.Trial, budget: Budget) -> Config:
     )
 
 
+def _stage2_room(config: Config) -> int:
+    """The most stage-2 blocks whose 3×3 convs keep the feature map at 1×1 or more."""
+    if config["padding"] == "same":
+        return MAX_BLOCKS
+    side = pool_side(IMAGE_SIDE - config["stage1_blocks"] * (config["kernel"] - 1))
+    return max(1, min(MAX_BLOCKS, (side - 1) // (STAGE2_KERNEL - 1)))
+
+
+def relative_cost(conv: str, kernel: int) -> float:
+    """A block's weights against a full 3×3 conv of the same widths: kernel² · w² for a full conv,
+    kernel² · w + w² for a separable one, taken at a mid-range width."""
+    per_width_squared = kernel**2 if conv == "full" else kernel**2 / TYPICAL_WIDTH + 1
+    return per_width_squared / 9
+
+
 def build(config: Mapping[str, Any]) -> nn.Module:
-    padding = 1 if config["padding"] == "same" else 0
+    config = {**DEFAULTS, **config}
+    separable = config["conv"] == "separable"
     dropout = config["dropout"]
     layers: list[nn.Module] = []
     channels, side = 1, IMAGE_SIDE
 
     def block(width: int, kernel: int, block_dropout: float) -> None:
         nonlocal channels, side
-        pad = padding if kernel > 1 else 0
+        # 'same' keeps the side for any odd kernel; the 1×1 transition needs no padding.
+        pad = kernel // 2 if config["padding"] == "same" else 0
+        # The first block sees one channel: a depthwise conv there would be a single filter.
+        split = separable and kernel > 1 and channels > 1
         layers.extend(
-            conv_block(channels, width, kernel, padding=pad, bias=False, batch_norm=True, dropout=block_dropout)
-        )
+            conv_block(
+                channels, width, kernel, padding=pad, bias=False, batch_norm=True, dropout=block_dropout,
+                separable=split,
+            )
+        )  # fmt: skip
         channels, side = width, conv_side(side, kernel, pad)
 
     for i in range(config["stage1_blocks"]):
-        block(config[f"stage1_width_{i}"], 3, dropout)
+        block(config[f"stage1_width_{i}"], config["kernel"], dropout)
     layers.append(POOLS[config["pool"]](2, 2))
     side = pool_side(side)
     if config["transition_width"]:
         block(config["transition_width"], 1, dropout)
     n2 = config["stage2_blocks"]
     for i in range(n2):
-        block(config[f"stage2_width_{i}"], 3, dropout if i < n2 - 1 else 0.0)  # seed: no dropout last
+        block(config[f"stage2_width_{i}"], STAGE2_KERNEL, dropout if i < n2 - 1 else 0.0)  # seed: no dropout last
     layers.append(nn.AdaptiveAvgPool2d(1))
     if config["head_hidden"]:
         layers += [nn.Flatten(), nn.Linear(channels, config["head_hidden"]), nn.ReLU()]
@@ -104,6 +145,8 @@ def build(config: Mapping[str, Any]) -> nn.Module:
 
 
 SEED_004: Config = {
+    "conv": "full",
+    "kernel": 3,
     "stage1_blocks": 3,
     "stage1_width_0": 16,
     "stage1_width_1": 16,
@@ -136,9 +179,11 @@ SPACE = Space(
     model_keys=frozenset(
         {"stage1_blocks", "stage2_blocks", "pool", "transition_width", "padding", "dropout", "head_hidden"}
         | {f"stage{s}_width_{i}" for s in (1, 2) for i in range(MAX_BLOCKS)}
+        | set(DEFAULTS)
     ),
     max_epochs=20,
     target=0.994,
     target_reason="seed 004 sets 99.4% test accuracy under 20,000 parameters and 20 epochs",
     max_params=19_999,  # "under 20,000"
+    defaults=DEFAULTS,
 )

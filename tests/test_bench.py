@@ -164,3 +164,14 @@ def test_compare_revisions_times_both_trees_alike(tmp_path):
     assert len(result["runs"]["base"]) == len(result["runs"]["this"]) == 1
     assert result["ratio"] == pytest.approx(result["base_median"] / result["this_median"])
     assert "base/this" in out.stdout
+
+
+def test_space_budgets_counts_configs_over_each_budget():
+    out = subprocess.run(
+        [sys.executable, "bench/space_budgets.py", "--budgets", "2000", "30000", "--samples", "30"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    small, capped = (json.loads(line) for line in out.stdout.splitlines())
+    assert small["budget"] == 2000 and small["samples"] == 30 and 0 < small["over_budget"] < 1
+    assert capped["budget"] == 19_999  # held to the family cap
+    assert capped["fitting_median_params"] <= 19_999 and small["fitting_median_params"] <= 2000

@@ -377,19 +377,25 @@ def test_keep_pages_mapped_serves_large_blocks_from_the_heap(mode, env, expected
 def test_the_cpu_trains_with_the_cores_other_processes_leave_free(monkeypatch):
     import search.cpu.threads as threads
 
-    monkeypatch.setattr(threads, "thread_budget", lambda: 2)
     monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
-    samples = iter([(0.0, 0.0, 0.0), (10.0, 20.0, 19.5), (20.0, 40.0, 29.5), (30.0, 60.0, 49.0)])
+    # (wall, machine busy, own) seconds: the first run's start and 3 epochs, the second's start and 1.
+    samples = iter([(0.0, 0.0, 0.0), (10.0, 20.0, 19.5), (20.0, 40.0, 29.5), (30.0, 60.0, 49.0)]
+                   + [(40.0, 80.0, 59.0), (50.0, 100.0, 64.0)])  # fmt: skip
     monkeypatch.setattr(threads, "_sample", lambda: next(samples))
     previous = torch.get_num_threads()
     try:
-        share = threads.CoreShare()
-        assert torch.get_num_threads() == 2
-        share.before_epoch()  # quiet: 20 s busy, 19.5 of them ours
-        assert torch.get_num_threads() == 2
-        share.before_epoch()  # another process kept a core busy: 20 s busy, 10 ours
-        assert torch.get_num_threads() == 1
-        share.before_epoch()  # quiet again
-        assert torch.get_num_threads() == 2
+        torch.set_num_threads(2)
+        with threads.CoreShare() as share:
+            share.before_epoch()  # quiet: 20 s busy, 19.5 of them ours
+            assert torch.get_num_threads() == 2
+            share.before_epoch()  # another process kept a core busy: 20 s busy, 10 ours
+            assert torch.get_num_threads() == 1
+            share.before_epoch()  # quiet again
+            assert torch.get_num_threads() == 2
+        with pytest.raises(RuntimeError), threads.CoreShare() as share:  # a run that ends in an exception
+            share.before_epoch()  # busy: down to one thread
+            assert torch.get_num_threads() == 1
+            raise RuntimeError("pruned")
+        assert torch.get_num_threads() == 2  # the caller's count, restored
     finally:
         torch.set_num_threads(previous)

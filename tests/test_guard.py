@@ -526,3 +526,17 @@ def test_a_signal_while_the_cli_starts_is_one_line(signum, tmp_path):
     assert started.returncode == 128 + signum, err
     assert err.strip().splitlines() == [err.strip()] and "while starting" in err and "Traceback" not in err
     assert not list(tmp_path.iterdir())
+
+
+def test_another_programs_module_that_imports_search_keeps_pythons_signal_handling(tmp_path):
+    import subprocess
+
+    package = tmp_path / "theirs"
+    package.mkdir()
+    (package / "__init__.py").write_text("import search\n")
+    (package / "__main__.py").write_text(
+        "import signal\nprint(signal.getsignal(signal.SIGINT) is signal.default_int_handler)\n"
+    )
+    env = os.environ | {"PYTHONPATH": f"{tmp_path}{os.pathsep}{Path(__file__).resolve().parents[1]}"}
+    out = subprocess.run([sys.executable, "-m", "theirs"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "True", out.stderr

@@ -21,9 +21,8 @@ from optuna.trial import TrialState
 
 from search.storage import open_storage
 from spaces.errors import UserError
+from spaces.states import FINISHED
 from tests.conftest import DATA_DIR, REPO
-
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 def _pg_bindir() -> Path | None:

@@ -104,3 +104,54 @@ def test_each_family_declares_its_own_target_and_why():
     assert targets["gap_cnn"][0] == 0.994 and "seed 004" in targets["gap_cnn"][1]
     assert targets["ffn"][0] == 0.973 and "seed 000" in targets["ffn"][1]
     assert all(0.9 < target < 1 and reason for target, reason in targets.values())
+
+
+def _sampled(space, budget, n: int, seed: int = 0):
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    for _ in range(n):
+        trial = study.ask()
+        yield space.suggest(trial, budget)
+        study.tell(trial, 0.0)
+
+
+@pytest.mark.parametrize("max_params", [2_000, 5_000, 8_000, 19_999])
+def test_gap_cnn_configs_of_any_budget_check_at_the_family_budget_and_all_build(max_params):
+    """A frontier search's configs at a small budget are retrained, exported and checked later at the
+    family budget: each must pass that check, and none may describe no network."""
+    space = get_space("gap_cnn")
+    budget = space.budget(max_params=max_params)
+    over = 0
+    for config in _sampled(space, budget, 150):
+        params = count_params(space.build(config))  # raises InvalidArchitecture for no network
+        if params <= space.max_params:
+            assert space.check_config(config) == params  # the family budget: raises if a range left it
+        over += params > max_params
+    assert over / 150 < (0.6 if max_params < 5_000 else 0.3)  # the ranges follow --max-params
+
+
+def test_gap_cnn_configs_from_before_the_conv_and_kernel_keys_still_check_and_build():
+    """A config exported before ``conv`` and ``kernel`` existed means full 3×3 convs."""
+    space = get_space("gap_cnn")
+    old = {k: v for k, v in space.baselines[0].items() if k not in ("conv", "kernel")}
+    assert space.check_config(old) == space.check_config(space.baselines[0]) == 14_320
+    assert count_params(space.build(old)) == 14_320
+    with pytest.raises(UserError, match="conv='depthwise'"):
+        space.check_config(old | {"conv": "depthwise"})
+
+
+def test_gap_cnn_separable_blocks_cost_what_they_should():
+    space = get_space("gap_cnn")
+    seed = space.baselines[0]
+    separable = space.build(seed | {"conv": "separable"})
+    convs = [m for m in separable.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs[0].groups == 1 and convs[0].in_channels == 1  # one input channel: a full conv
+    depthwise = [c for c in convs if c.groups > 1]
+    assert depthwise and all(c.groups == c.in_channels == c.out_channels for c in depthwise)
+    # 16→16→16 then 16→32→16 separable: 3×3·c_in + c_in·c_out per block, the rest as in the seed.
+    blocks = [(16, 16), (16, 16), (16, 32), (32, 16)]
+    full = sum(9 * a * b for a, b in blocks)
+    split = sum(9 * a + a * b for a, b in blocks)
+    assert count_params(separable) == 14_320 - full + split
+    wide = space.build(seed | {"kernel": 5, "padding": "same"})
+    assert wide(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    assert [m.kernel_size for m in wide.modules() if isinstance(m, torch.nn.Conv2d)][:4] == [(5, 5)] * 3 + [(3, 3)]

@@ -93,26 +93,30 @@ def test_frontier_searches_retrains_and_resumes(tmp_path, data_dir, capsys):
     assert {row["budget"] for row in frontier["rows"]} == {60000}  # under 2,000 nothing fits: no row
     row = frontier["rows"][0]
     assert row["params"] < 60000 and row["seeds"] == [0] and row["device"] == "cpu"
-    assert "≤ 60,000" in table.read_text() and "public claims" in page.read_text()
+    assert "< 60,000" in table.read_text() and "public claims" in page.read_text()
     # Run again: both searches are finished and the retrain is on record, so nothing trains.
     before = record.read_text()
     run_frontier(options, [2000, 60000], [0], 1, out)
     assert record.read_text() == before
-    report = run_cli("report", "--storage", options.storage, "--study-name", "ffn-p60000-e1-n512",
+    report = run_cli("report", "--storage", options.storage, "--study-name", "ffn-p59999-e1-n512",
                      "--frontier", str(record), "--out", str(tmp_path / "r.html"), cwd=tmp_path)  # fmt: skip
     assert report.returncode == 0, report.stderr
     assert "Frontier: ffn" in (tmp_path / "r.html").read_text()
     broken = tmp_path / "broken.json"
     for text in ("{not json", json.dumps({"space": "ffn", "rows": [{"budget": 1}]})):
         broken.write_text(text)
-        refused = run_cli("report", "--storage", options.storage, "--study-name", "ffn-p60000-e1-n512",
+        refused = run_cli("report", "--storage", options.storage, "--study-name", "ffn-p59999-e1-n512",
                           "--frontier", str(broken), "--out", str(tmp_path / "r2.html"), cwd=tmp_path)  # fmt: skip
         assert refused.returncode == 2 and "Traceback" not in refused.stderr
         assert len(refused.stderr.strip().splitlines()) == 1 and "frontier" in refused.stderr
 
 
 def test_frontier_checks_every_budget_before_the_first_search(tmp_path, data_dir):
+    """A budget N means fewer than N parameters: 20000 is gap_cnn's own cap (checked first, and
+    accepted), 30001 is over it."""
     options = small_search(tmp_path, data_dir, space="gap_cnn")
     with pytest.raises(UserError, match="max_params 30000 is over the cap of space 'gap_cnn'"):
-        run_frontier(options, [1000, 30000], [0], 1, tmp_path / "frontier")
+        run_frontier(options, [1000, 20000, 30001], [0], 1, tmp_path / "frontier")
+    with pytest.raises(UserError, match="a budget N means fewer than N parameters"):
+        run_frontier(options, [1, 20000], [0], 1, tmp_path / "frontier")
     assert not (tmp_path / "s.db").exists() and not (tmp_path / "frontier").exists()

@@ -11,7 +11,6 @@ other devices, nothing changes.
 
 from __future__ import annotations
 
-import functools
 import os
 import time
 
@@ -22,12 +21,22 @@ MIN_WINDOW_S = 0.5
 
 
 class CoreShare:
+    """Entered for one training run: the thread count it finds is that run's budget, and is
+    restored on the way out, however the run ends (a pruned trial raises)."""
+
     def __init__(self) -> None:
-        self.budget = thread_budget()
+        self.budget = torch.get_num_threads()  # the user's OMP_NUM_THREADS, or what --jobs gave
         self.cores = os.cpu_count() or 1
-        if torch.get_num_threads() != self.budget:  # an earlier run may have ended on fewer
-            torch.set_num_threads(self.budget)
+        self._last: tuple[float, float, float] | None = None
+
+    def __enter__(self) -> CoreShare:
+        self.budget = torch.get_num_threads()
         self._last = _sample()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if torch.get_num_threads() != self.budget:
+            torch.set_num_threads(self.budget)
 
     def before_epoch(self) -> None:
         """Set this epoch's thread count from what the machine did since the last call."""
@@ -49,15 +58,14 @@ class CoreShare:
 class NoShare:
     """Devices whose threads are not the CPU's."""
 
-    def before_epoch(self) -> None:
+    def __enter__(self) -> NoShare:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
         return
 
-
-@functools.cache
-def thread_budget() -> int:
-    """The threads this process trains with on a quiet machine: PyTorch's count at the first run
-    (the user's OMP_NUM_THREADS, or what --jobs gave each worker)."""
-    return torch.get_num_threads()
+    def before_epoch(self) -> None:
+        return
 
 
 def _sample() -> tuple[float, float, float] | None:
