@@ -83,7 +83,7 @@ BAD_INPUTS = {
     "malformed storage URL": (["--space", "ffn", "--storage", "notadb://x/y"], "cannot open storage"),
     "sqlite for several processes": (["--space", "ffn", "--jobs", "2", "--storage", "sqlite:///x.db"], "not safe"),
     "retrain seed past 32 bits": (["retrain", "--zoo", "gap_cnn-20k-h100", "--seeds", str(2**64)], "seeds run from 0"),
-    "negative frontier seed": (["frontier", "--space", "ffn", "--budgets", "5000", "--seeds", "-1"], "seeds run from 0"),
+    "negative frontier seed": (["frontier", "--space", "ffn", "--budgets", "500", "--seeds", "-1"], "seeds run from 0"),
 }
 
 

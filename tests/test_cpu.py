@@ -377,7 +377,7 @@ def test_keep_pages_mapped_serves_large_blocks_from_the_heap(mode, env, expected
 def test_the_cpu_trains_with_the_cores_other_processes_leave_free(monkeypatch):
     import search.cpu.threads as threads
 
-    monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(threads, "usable_cpus", lambda: {0, 1})
     # (wall, machine busy, own) seconds: the first run's start and 3 epochs, the second's start and 1.
     samples = iter([(0.0, 0.0, 0.0), (10.0, 20.0, 19.5), (20.0, 40.0, 29.5), (30.0, 60.0, 49.0)]
                    + [(40.0, 80.0, 59.0), (50.0, 100.0, 64.0)])  # fmt: skip
@@ -399,3 +399,22 @@ def test_the_cpu_trains_with_the_cores_other_processes_leave_free(monkeypatch):
         assert torch.get_num_threads() == 2  # the caller's count, restored
     finally:
         torch.set_num_threads(previous)
+
+
+def test_only_the_cpus_this_process_may_use_count_as_the_machines_load(monkeypatch):
+    """A container pinned to 2 of a host's 4 CPUs: the host's other two, busy, are not its business."""
+    import io
+
+    import search.cpu.threads as threads
+
+    stat = (
+        "cpu  400 0 0 400 0 0 0 0 0 0\n"
+        "cpu0 100 0 0 100 0 0 0 0 0 0\ncpu1 50 0 0 150 0 0 0 0 0 0\n"
+        "cpu2 200 0 0 0 0 0 0 0 0 0\ncpu3 50 0 0 150 0 0 0 0 0 0\nintr 12345\n"
+    )
+    monkeypatch.setattr(threads, "open", lambda *_: io.StringIO(stat), raising=False)
+    monkeypatch.setattr(threads, "usable_cpus", lambda: {0, 1})
+    _wall, busy, _own = threads._sample()
+    assert busy == 150 / threads.CLOCK_TICKS  # cpu0 and cpu1 only
+    monkeypatch.setattr(threads, "usable_cpus", lambda: {0, 1, 2, 3})
+    assert threads._sample()[1] == 400 / threads.CLOCK_TICKS

@@ -3,8 +3,8 @@
 PyTorch's OpenMP threads spin while they wait for each other, so a 2-thread run beside another busy
 process on 2 cores ran at about a quarter of its quiet speed, where one thread kept about 40%
 (docs/benchmarks.md). Before each epoch, ``CoreShare`` reads how much CPU the rest of the machine
-used during the last one (``/proc/stat`` less this process's own time) and trains with the cores
-left free, never more than the thread count the run started with (the user's or ``--jobs``'s
+used during the last one (``/proc/stat`` over the CPUs this process may run on, less its own time)
+and trains with the cores left free, never more than the thread count the run started with (the user's or ``--jobs``'s
 choice), never fewer than one. A quiet machine keeps every thread. Linux only; elsewhere, and on
 other devices, nothing changes.
 """
@@ -26,7 +26,7 @@ class CoreShare:
 
     def __init__(self) -> None:
         self.budget = torch.get_num_threads()  # the user's OMP_NUM_THREADS, or what --jobs gave
-        self.cores = os.cpu_count() or 1
+        self.cores = len(usable_cpus()) or 1
         self._last: tuple[float, float, float] | None = None
 
     def __enter__(self) -> CoreShare:
@@ -68,14 +68,30 @@ class NoShare:
         return
 
 
+def usable_cpus() -> set[int]:
+    """The CPUs this process may run on (its affinity: a pinned container's, not the host's)."""
+    if hasattr(os, "sched_getaffinity"):
+        return os.sched_getaffinity(0)
+    return set(range(os.cpu_count() or 1))
+
+
 def _sample() -> tuple[float, float, float] | None:
-    """(wall seconds, CPU seconds the whole machine spent busy, CPU seconds this process spent)."""
+    """(wall seconds, CPU seconds the CPUs this process may use spent busy, CPU seconds this
+    process spent): other processes' work on CPUs it cannot use does not count."""
+    usable = usable_cpus()
+    busy_ticks = 0
     try:
         with open("/proc/stat") as stat:
-            fields = [int(v) for v in stat.readline().split()[1:]]
-    except (OSError, ValueError):
+            for line in stat:
+                name, *values = line.split()
+                if not name.startswith("cpu") or name == "cpu":
+                    continue
+                if not name[3:].isdigit() or int(name[3:]) not in usable:
+                    continue
+                fields = [int(v) for v in values]
+                idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle and iowait
+                busy_ticks += sum(fields[:8]) - idle  # user..steal; guest time is counted in user
+    except (OSError, ValueError, IndexError):
         return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle and iowait
-    busy = (sum(fields[:8]) - idle) / CLOCK_TICKS  # user..steal; guest time is counted in user
     times = os.times()
-    return time.monotonic(), busy, times.user + times.system
+    return time.monotonic(), busy_ticks / CLOCK_TICKS, times.user + times.system
