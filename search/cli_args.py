@@ -24,6 +24,9 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str | None:
         if action.default is None or action.nargs == 0 or "default" in (action.help or ""):
             return action.help
+        if isinstance(action.default, list | tuple):  # as typed on the command line, not a Python repr
+            shown = " ".join(map(str, action.default)) or "none"
+            return f"{action.help} (default: {shown.replace('%', '%%')})"
         return super()._get_help_string(action)
 
 
