@@ -85,8 +85,13 @@ def command_parser(command: str, description: str) -> argparse.ArgumentParser:
     return Parser(prog=f"mnist-search {command}", description=description, formatter_class=HelpFormatter)
 
 
-def add_study_flags(parser: argparse.ArgumentParser) -> None:
+def add_storage_flag(parser: argparse.ArgumentParser) -> None:
+    """--storage of the commands that read studies (a search's is a SearchOptions field)."""
     parser.add_argument("--storage", default=default_storage(1), help="Optuna storage URL or journal file path")
+
+
+def add_study_flags(parser: argparse.ArgumentParser) -> None:
+    add_storage_flag(parser)
     parser.add_argument("--study-name", help="study to read (default: the only study, or the one named after --space)")
     parser.add_argument("--space", help="pick the study named after this space")
 

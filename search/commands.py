@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from search.artifacts import attach_checkpoints
-from search.cli_args import add_data_flags, add_study_flags, command_parser, load_study
+from search.cli_args import add_data_flags, add_storage_flag, add_study_flags, command_parser, load_study
 from search.dashboard import serve_dashboard
 from search.export import EXPORTS_DIR, export, load_record, select_trials, trial_record
 from search.files import inside
 from search.flags import port, positive_int, seed
 from search.retrain import format_retrain, retrain
-from search.storage import ARTIFACTS_DIR, artifact_store, default_storage
+from search.storage import ARTIFACTS_DIR, artifact_store
 from search.zoo import format_zoo, load_zoo, zoo_entry
 from spaces.errors import UserError, one_line
 
@@ -120,7 +120,7 @@ def report_command(argv: Sequence[str]) -> int:
 
 def dashboard_command(argv: Sequence[str]) -> int:
     p = command_parser("dashboard", "Serve optuna-dashboard on the study storage.")
-    p.add_argument("--storage", default=default_storage(1), help="Optuna storage URL or journal file path")
+    add_storage_flag(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on; loopback unless you mean otherwise")
     p.add_argument("--port", type=port, default=8080, help="port to listen on")
     p.add_argument("--artifacts", default=str(ARTIFACTS_DIR), help="artifact folder (learning curves, checkpoints)")
