@@ -39,6 +39,7 @@ PRIOR_TRIALS = 5
 PRIOR_OVER_BUDGET = 0.15
 PRIOR_COMPLETE_FRACTION = 0.7
 PRIOR_PRUNED_EXTRA = 1.0
+RECENT_PRUNED = 20
 
 
 @dataclass(frozen=True)
@@ -49,13 +50,14 @@ class Pruning:
     first_judged_epoch: int = 4
     complete_share: float = 0.25  # of the trials it judges
     by_schedule: bool = False  # the first trial of each lr schedule goes unjudged (search.pruning)
+    keep: float | None = None  # the peers pruner's share kept
 
     @classmethod
     def of(cls, pruner: object) -> Pruning:
         if isinstance(pruner, PeerPruner):
             # Judged at every epoch, about a third of the share kept at each completes
             # (gap_cnn proxies: 0.15-0.16 of trained trials at keep 0.5).
-            return cls(pruner.from_epoch, COMPLETE_PER_KEEP * pruner.keep, by_schedule=True)
+            return cls(pruner.from_epoch, COMPLETE_PER_KEEP * pruner.keep, by_schedule=True, keep=pruner.keep)
         if isinstance(pruner, optuna.pruners.NopPruner):
             return cls(complete_share=1.0)
         if isinstance(pruner, optuna.pruners.PercentilePruner):  # the median pruner's warm-up: private
@@ -127,15 +129,26 @@ def estimate(
     # The shares come from the trials the pruner judged: the first of each schedule it does not.
     unjudged = _unjudged(finished) if pruning.by_schedule else set()
     judged = [t for t in sampled if t.number not in unjudged]
+    # The bar rises as completed trials accumulate, so pruned trials stop sooner as the study goes
+    # on: their epochs are the recent ones'.
     pruned = [_epochs(t) for t in judged if t.state == TrialState.PRUNED and _epochs(t)]
+    recent_pruned = pruned[-RECENT_PRUNED:]
     trained_complete = sum(t.state == TrialState.COMPLETE and _epochs(t) > 0 for t in judged)
     n_finished, n_sampled = len(finished), len(sampled)
     trained = len(pruned) + trained_complete
 
     over_share = _blend(PRIOR_OVER_BUDGET, over, n_sampled)
     complete_share = _blend(pruning.complete_share, trained_complete, trained)
+    left_judged = max(total - n_finished, 0)
+    if pruning.keep is not None and left_judged and trained:
+        # A trial completes only while among the best `keep` of the completed trials, so each one
+        # that completes raises the bar: completions thin out as the study goes on.
+        completes = complete_share * (trained + PRIOR_TRIALS)
+        n_now = trained + PRIOR_TRIALS
+        future = completes * (((n_now + left_judged) / n_now) ** pruning.keep - 1)
+        complete_share = min(complete_share, future / left_judged)
     complete_epochs = _blend(PRIOR_COMPLETE_FRACTION * max_epochs, sum(completed), len(completed))
-    pruned_epochs = _blend(pruning.first_judged_epoch + PRIOR_PRUNED_EXTRA, sum(pruned), len(pruned))
+    pruned_epochs = _blend(pruning.first_judged_epoch + PRIOR_PRUNED_EXTRA, sum(recent_pruned), len(recent_pruned))
     per_trial = (1 - over_share) * (complete_share * complete_epochs + (1 - complete_share) * pruned_epochs)
     left = max(total - n_finished, 0)
     unjudged_to_come = min(_schedules_without_reference(finished), left) if pruning.by_schedule else 0

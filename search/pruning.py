@@ -29,7 +29,7 @@ class PeerPruner(optuna.pruners.BasePruner):
     completed trials with the same ``schedule`` parameter that reached the epoch; with fewer than
     ``min_peers`` of them, the trial goes on."""
 
-    def __init__(self, from_epoch: int, keep: float = 0.5, min_peers: int = 1) -> None:
+    def __init__(self, from_epoch: int, keep: float, min_peers: int = 1) -> None:
         self.from_epoch, self.keep, self.min_peers = from_epoch, keep, min_peers
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:

@@ -288,10 +288,29 @@ def test_the_estimate_leaves_the_unjudged_first_trial_of_each_schedule_out_of_th
     assert 1 in _unjudged(trials) and _schedules_without_reference(trials) == 1  # onecycle: not tried yet
 
 
+def test_under_the_peers_pruner_completions_thin_out_and_pruned_trials_count_as_lately():
+    """Each completed trial raises the peers' bar, so the estimate expects fewer completions ahead
+    than it has seen; and pruned trials' epochs are the recent ones' (the bar rose)."""
+    early = [_trial(TrialState.PRUNED, 8, 16.0) for _ in range(20)]
+    late = [_trial(TrialState.PRUNED, 1, 2.0) for _ in range(20)]
+    done = [_trial(TrialState.COMPLETE, 20, 40.0) for _ in range(8)]
+    for i, trial in enumerate([*early, *done, *late]):
+        trial.number = i
+    history = [*early, *done, *late]
+    thinning = Pruning(1, 0.1, keep=1 / 3)
+    cumulative = Pruning(1, 0.1)
+    ahead = estimate(history, 200, "cpu", 20, pruning=thinning)
+    assert ahead.epochs_per_trial < estimate(history, 200, "cpu", 20, pruning=cumulative).epochs_per_trial
+    # Pruned trials now stop after one epoch; the early ones' eight do not count.
+    recent = estimate([*early, *late], 200, "cpu", 20, pruning=cumulative)
+    assert recent.epochs_per_trial < 2.0  # all 40 pruned trials together: over 4
+
+
 def test_the_estimate_assumes_what_the_pruner_does_and_ignores_pauses_between_runs():
     assert Pruning.of(make_pruner("none", 20)).complete_share == 1.0
     assert Pruning.of(make_pruner("median", 20, 6)).first_judged_epoch == 6
-    assert Pruning.of(make_pruner("peers", 20, 3, keep=0.5)) == Pruning(3, COMPLETE_PER_KEEP * 0.5, by_schedule=True)
+    peers = Pruning(3, COMPLETE_PER_KEEP * 0.5, by_schedule=True, keep=0.5)
+    assert Pruning.of(make_pruner("peers", 20, 3, keep=0.5)) == peers
     trials = [_trial(TrialState.PRUNED, 2, 2.0) for _ in range(10)]
     quick = estimate(trials, 20, "cpu", 20)
     for i, trial in enumerate(trials):  # the same trials, run a day apart: each trial's own wall time counts
