@@ -2,6 +2,7 @@
 
     python bench/space_budgets.py --space gap_cnn --budgets 2000 5000 8000 20000 --samples 400
 
+A budget N means fewer than N parameters (``--max-params N-1``), as in ``mnist-search frontier``.
 For each budget it draws configs with Optuna's random sampler (what a study's start-up trials do),
 counts each one's parameters on PyTorch's meta device (nothing is allocated or trained) and prints
 the share over budget, the share that describes no network, and the parameters of those that fit.
@@ -57,14 +58,14 @@ def sample(space_name: str, max_params: int, samples: int, seed: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--space", default="gap_cnn")
-    parser.add_argument("--budgets", type=int, nargs="+", default=[2000, 5000, 8000, 20000])
+    parser.add_argument("--budgets", type=int, nargs="+", default=[2000, 5000, 8000, 20000], help="under N parameters")
     parser.add_argument("--samples", type=int, default=400)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     cap = get_space(args.space).max_params
     for budget in args.budgets:
-        print(json.dumps(sample(args.space, min(budget, cap or budget), args.samples, args.seed)))
+        print(json.dumps(sample(args.space, min(budget - 1, cap or budget), args.samples, args.seed)))
 
 
 if __name__ == "__main__":

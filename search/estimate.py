@@ -10,8 +10,10 @@ Each trial still to come
 
 - is over the parameter budget, and never trains, at the share seen among the sampled trials;
 - else completes, at the share seen among the sampled trials that trained, and then trains the
-  completed trials' mean epochs;
-- else is pruned, after the pruned trials' mean epochs.
+  completed trials' mean epochs; under the peers pruner that share thins out as the study goes on
+  (each completed trial raises the bar the next must stay above);
+- else is pruned, after the mean epochs of the last ``RECENT_PRUNED`` pruned trials (trials are
+  stopped sooner as the bar rises).
 
 Shares come from the trials the pruner judged (the peers pruner does not judge the first trial of
 each schedule; one such trial is added for each schedule not yet tried). Each share and mean is
@@ -139,7 +141,9 @@ def estimate(
 
     over_share = _blend(PRIOR_OVER_BUDGET, over, n_sampled)
     complete_share = _blend(pruning.complete_share, trained_complete, trained)
-    left_judged = max(total - n_finished, 0)
+    left = max(total - n_finished, 0)
+    unjudged_to_come = min(_schedules_without_reference(finished), left) if pruning.by_schedule else 0
+    left_judged = left - unjudged_to_come
     if pruning.keep is not None and left_judged and trained:
         # A trial completes only while among the best `keep` of the completed trials, so each one
         # that completes raises the bar: completions thin out as the study goes on.
@@ -150,9 +154,7 @@ def estimate(
     complete_epochs = _blend(PRIOR_COMPLETE_FRACTION * max_epochs, sum(completed), len(completed))
     pruned_epochs = _blend(pruning.first_judged_epoch + PRIOR_PRUNED_EXTRA, sum(recent_pruned), len(recent_pruned))
     per_trial = (1 - over_share) * (complete_share * complete_epochs + (1 - complete_share) * pruned_epochs)
-    left = max(total - n_finished, 0)
-    unjudged_to_come = min(_schedules_without_reference(finished), left) if pruning.by_schedule else 0
-    left_epochs = (left - unjudged_to_come) * per_trial + unjudged_to_come * (1 - over_share) * complete_epochs
+    left_epochs = left_judged * per_trial + unjudged_to_come * (1 - over_share) * complete_epochs
     left_epochs = max(left_epochs - (running.epochs if running else 0), 0.0)
     seconds_per_epoch = seconds / epochs
     # Workers sharing the study (--jobs, other hosts) each train one of the trials in flight.

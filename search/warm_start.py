@@ -45,7 +45,8 @@ def enqueue_warm_starts(
             notes.append(f"warm start: skipped {origin}: {error}")
             continue
         attrs = {"warm_start_of": origin} | ({"warm_start_seed": train_seed} if train_seed is not None else {})
-        study.enqueue_trial(config, user_attrs=attrs, skip_if_exists=True)
+        # A config from before a key existed means the key's default, not whatever the sampler picks.
+        study.enqueue_trial({**space.defaults, **config}, user_attrs=attrs, skip_if_exists=True)
         notes.append(f"warm start: enqueued {origin}")
     return notes
 

@@ -41,6 +41,7 @@ KERNELS = (3, 5)  # stage 1's; stage 2 works on maps of 14×14 or less, where a 
 STAGE2_KERNEL = 3
 TYPICAL_WIDTH = 16
 MAX_WIDEN = 2.0  # cheap blocks (separable ones) may be up to twice the full 3×3 conv's widest
+EXTRAS_FROM_RATIO = 0.2  # the FC head and 1×1 transition: from a fifth of the family cap (4k) up
 # Configs exported before these keys existed meant full 3×3 convs.
 DEFAULTS = {"conv": "full", "kernel": 3}
 
@@ -48,33 +49,35 @@ DEFAULTS = {"conv": "full", "kernel": 3}
 def suggest(trial: optuna.Trial, budget: Budget) -> Config:
     # Conv parameters grow with width squared: the width ranges follow the square root of
     # --max-params against the family cap over the block's weight cost against a full 3×3 conv, so
-    # few trials land over budget and cheap blocks may be wider. A categorical's choices cannot
-    # change within a study, so they follow the budget alone (a study's budget is fixed).
+    # few trials land over budget and cheap blocks may be wider. Separable nets name their widths
+    # apart (TPE keeps one range per name, the first it saw: the seed's full convs').
     family_cap = SPACE.max_params or budget.max_params
     ratio = budget.max_params / family_cap if budget.max_params and family_cap else 1.0
     conv = trial.suggest_categorical("conv", list(CONVS))
     kernel = trial.suggest_categorical("kernel", list(KERNELS))
 
-    def width(name: str, low: int, high: int, block_kernel: int) -> int:
+    def width(stage: int, i: int, low: int, high: int, block_kernel: int) -> int:
         scale = min(MAX_WIDEN, math.sqrt(ratio / relative_cost(conv, block_kernel)))
-        return trial.suggest_int(name, low, max(low, 2 * round(high * scale / 2)), step=2)
+        return trial.suggest_int(width_key(conv, stage, i), low, max(low, 2 * round(high * scale / 2)), step=2)
 
-    def affordable(name: str, choices: tuple[int, ...]) -> int:
-        return trial.suggest_categorical(name, [c for c in choices if c <= max(choices) * math.sqrt(ratio)])
+    def optional(name: str, choices: tuple[int, ...]) -> int:
+        # A categorical's choices may not change within a study, nor between runs of one, so under a
+        # small budget the dear extras are not offered at all: the key is 0 and not searched.
+        return trial.suggest_categorical(name, list(choices)) if ratio >= EXTRAS_FROM_RATIO else 0
 
     config: Config = {"conv": conv, "kernel": kernel}
     config["padding"] = trial.suggest_categorical("padding", ["valid", "same"])
     config["stage1_blocks"] = trial.suggest_int("stage1_blocks", 2, MAX_BLOCKS)
     for i in range(config["stage1_blocks"]):
-        config[f"stage1_width_{i}"] = width(f"stage1_width_{i}", 4, 24, kernel)
+        config[width_key(conv, 1, i)] = width(1, i, 4, 24, kernel)
     config["pool"] = trial.suggest_categorical("pool", list(POOLS))
-    config["transition_width"] = affordable("transition_width", (0, 8, 12, 16))
+    config["transition_width"] = optional("transition_width", (0, 8, 12, 16))
     # As many stage-2 blocks as the feature map allows: no trial is spent on a config with no network.
     config["stage2_blocks"] = trial.suggest_int("stage2_blocks", 1, _stage2_room(config))
     for i in range(config["stage2_blocks"]):
-        config[f"stage2_width_{i}"] = width(f"stage2_width_{i}", 8, 32, STAGE2_KERNEL)
+        config[width_key(conv, 2, i)] = width(2, i, 8, 32, STAGE2_KERNEL)
     config["dropout"] = trial.suggest_float("dropout", 0.0, 0.15)
-    config["head_hidden"] = affordable("head_hidden", (0, 16, 32))
+    config["head_hidden"] = optional("head_hidden", (0, 16, 32))
     return config | suggest_training(
         trial,
         budget,
@@ -87,6 +90,10 @@ def suggest(trial: optuna.Trial, budget: Budget) -> Config:
         label_smoothing=0.15,
         augment=True,
     )
+
+
+def width_key(conv: str, stage: int, i: int) -> str:
+    return f"stage{stage}_{'sep_' if conv == 'separable' else ''}width_{i}"
 
 
 def _stage2_room(config: Config) -> int:
@@ -126,14 +133,15 @@ def build(config: Mapping[str, Any]) -> nn.Module:
         channels, side = width, conv_side(side, kernel, pad)
 
     for i in range(config["stage1_blocks"]):
-        block(config[f"stage1_width_{i}"], config["kernel"], dropout)
+        block(config[width_key(config["conv"], 1, i)], config["kernel"], dropout)
     layers.append(POOLS[config["pool"]](2, 2))
     side = pool_side(side)
     if config["transition_width"]:
         block(config["transition_width"], 1, dropout)
     n2 = config["stage2_blocks"]
     for i in range(n2):
-        block(config[f"stage2_width_{i}"], STAGE2_KERNEL, dropout if i < n2 - 1 else 0.0)  # seed: no dropout last
+        last = i == n2 - 1  # the seed has no dropout in its last block
+        block(config[width_key(config["conv"], 2, i)], STAGE2_KERNEL, 0.0 if last else dropout)
     layers.append(nn.AdaptiveAvgPool2d(1))
     if config["head_hidden"]:
         layers += [nn.Flatten(), nn.Linear(channels, config["head_hidden"]), nn.ReLU()]
@@ -178,7 +186,7 @@ SPACE = Space(
     baselines=(SEED_004,),
     model_keys=frozenset(
         {"stage1_blocks", "stage2_blocks", "pool", "transition_width", "padding", "dropout", "head_hidden"}
-        | {f"stage{s}_width_{i}" for s in (1, 2) for i in range(MAX_BLOCKS)}
+        | {width_key(conv, s, i) for conv in CONVS for s in (1, 2) for i in range(MAX_BLOCKS)}
         | set(DEFAULTS)
     ),
     max_epochs=20,

@@ -437,3 +437,5 @@ def test_only_the_cpus_this_process_may_use_count_as_the_machines_load(monkeypat
     assert busy == 150 / threads.CLOCK_TICKS  # cpu0 and cpu1 only
     monkeypatch.setattr(threads, "usable_cpus", lambda: {0, 1, 2, 3})
     assert threads._sample()[1] == 400 / threads.CLOCK_TICKS
+    monkeypatch.setattr(threads, "usable_cpus", lambda: {8, 9})  # numbered otherwise (LXCFS): the whole line
+    assert threads._sample()[1] == 400 / threads.CLOCK_TICKS

@@ -142,7 +142,11 @@ def test_gap_cnn_configs_from_before_the_conv_and_kernel_keys_still_check_and_bu
 def test_gap_cnn_separable_blocks_cost_what_they_should():
     space = get_space("gap_cnn")
     seed = space.baselines[0]
-    separable = space.build(seed | {"conv": "separable"})
+    as_separable = {k.replace("_width_", "_sep_width_"): v for k, v in seed.items()} | {"conv": "separable"}
+    assert space.check_config(as_separable) < 14_320
+    with pytest.raises(UserError, match="missing 'stage1_sep_width_0'"):  # separable widths have their own names
+        space.check_config(seed | {"conv": "separable"})
+    separable = space.build(as_separable)
     convs = [m for m in separable.modules() if isinstance(m, torch.nn.Conv2d)]
     assert convs[0].groups == 1 and convs[0].in_channels == 1  # one input channel: a full conv
     depthwise = [c for c in convs if c.groups > 1]

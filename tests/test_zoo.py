@@ -120,3 +120,20 @@ def test_frontier_checks_every_budget_before_the_first_search(tmp_path, data_dir
     with pytest.raises(UserError, match="a budget N means fewer than N parameters"):
         run_frontier(options, [1, 20000], [0], 1, tmp_path / "frontier")
     assert not (tmp_path / "s.db").exists() and not (tmp_path / "frontier").exists()
+
+
+def test_a_warm_start_from_before_the_conv_and_kernel_keys_trains_the_same_model():
+    """The shipped H100 entry has no ``conv``/``kernel``: its trial must be the full 3×3 net it was,
+    not whatever the sampler picks for the keys it lacks."""
+    import optuna
+
+    from search.warm_start import enqueue_warm_starts
+
+    space = get_space("gap_cnn")
+    study = optuna.create_study(direction="maximize")
+    notes = enqueue_warm_starts(study, space, space.budget(), ["zoo"], 1)
+    assert notes == ["warm start: enqueued zoo gap_cnn-20k-h100"]
+    trial = study.ask()
+    config = space.suggest(trial, space.budget())
+    assert config["conv"] == "full" and config["kernel"] == 3
+    assert space.check_config(config) == 19_198

@@ -77,21 +77,25 @@ def usable_cpus() -> set[int]:
 
 def _sample() -> tuple[float, float, float] | None:
     """(wall seconds, CPU seconds the CPUs this process may use spent busy, CPU seconds this
-    process spent): other processes' work on CPUs it cannot use does not count."""
+    process spent): other processes' work on CPUs it cannot use does not count. Where /proc/stat
+    numbers CPUs otherwise than the affinity does (LXCFS renumbers a container's from 0), the
+    whole machine's line is read instead."""
     usable = usable_cpus()
-    busy_ticks = 0
+    whole, per_cpu = 0, {}
     try:
         with open("/proc/stat") as stat:
             for line in stat:
                 name, *values = line.split()
-                if not name.startswith("cpu") or name == "cpu":
-                    continue
-                if not name[3:].isdigit() or int(name[3:]) not in usable:
-                    continue
-                fields = [int(v) for v in values]
-                idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle and iowait
-                busy_ticks += sum(fields[:8]) - idle  # user..steal; guest time is counted in user
+                if name.startswith("cpu") and (name == "cpu" or name[3:].isdigit()):
+                    fields = [int(v) for v in values]
+                    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle and iowait
+                    busy = sum(fields[:8]) - idle  # user..steal; guest time is counted in user
+                    if name == "cpu":
+                        whole = busy
+                    else:
+                        per_cpu[int(name[3:])] = busy
     except (OSError, ValueError, IndexError):
         return None
+    busy_ticks = sum(per_cpu[c] for c in usable) if usable <= per_cpu.keys() else whole
     times = os.times()
     return time.monotonic(), busy_ticks / CLOCK_TICKS, times.user + times.system
