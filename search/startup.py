@@ -24,7 +24,8 @@ def _starting_the_cli() -> bool:
     # "-m" is Python's own argv[0] while it imports the packages of any module it was asked to run:
     # only ``python -m search.cli`` is the CLI (another program's module may import search).
     command = getattr(sys, "orig_argv", [])
-    return name == "-m" and any(a == "-m" and b == "search.cli" for a, b in zip(command, command[1:], strict=False))
+    pairs = zip(command, command[1:], strict=False)
+    return name == "-m" and ("-msearch.cli" in command or any(a == "-m" and b == "search.cli" for a, b in pairs))
 
 
 def _stop(signum: int, _frame: FrameType | None) -> None:

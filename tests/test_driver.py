@@ -125,7 +125,7 @@ def test_median_pruner_judges_only_against_trained_curves():
 
 
 def test_peers_pruner_judges_only_against_the_same_schedule():
-    study = optuna.create_study(direction="maximize", pruner=make_pruner("peers", 10, 2))
+    study = optuna.create_study(direction="maximize", pruner=make_pruner("peers", 10, 2, keep=0.5))
     schedules = optuna.distributions.CategoricalDistribution(["none", "onecycle"])
 
     def completed(schedule: str, curve: list[float]) -> None:
