@@ -99,7 +99,7 @@ def frontier_html(frontier: dict[str, Any], include_plotlyjs: bool) -> str:
     """The table and plot as an HTML fragment (the report adds it to its page)."""
     rows = best_rows(frontier)
     cells = "".join(
-        f"<tr><td>< {r['budget']:,}</td><td>{r['params']:,}</td><td>{r['epochs']}</td>"
+        f"<tr><td>&lt; {r['budget']:,}</td><td>{r['params']:,}</td><td>{r['epochs']}</td>"
         f"<td>{r['test_mean']:.2%} ± {r['test_std']:.2%}</td><td>{html.escape(' '.join(map(str, r['seeds'])))}</td>"
         f"<td>{html.escape(str(r['device']))}, {html.escape(str(r['precision']))}</td>"
         f"<td>{(r['search_seconds'] + r['retrain_seconds']) / 3600:.2f} h</td></tr>"
