@@ -9,6 +9,12 @@ that dip against a constant-rate curve. The first trial of a schedule has no pee
 the end and becomes the reference for the rest. (Judging it against the other schedules' curves
 pruned every OneCycle trial of a full-data study: at its peak rate an Adam OneCycle run was at
 97.8% where the seed's constant rate was at 98.9%; docs/benchmarks.md.)
+
+Under OneCycle the rate follows the share of the run done, not the epoch: a 20-epoch run is still
+warming up at epoch 2, where a 10-epoch one is near its peak. So OneCycle trials are compared at
+equal shares of their own runs (a peer's curve read between its epochs), and a trial waits to be
+judged until some peer has a reading that early. Constant and step rates change per epoch, and
+are compared at equal epochs.
 """
 
 from __future__ import annotations
@@ -21,13 +27,16 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 SCHEDULE_KEY = "schedule"  # a config without one is judged against every completed trial
+EPOCHS_KEY = "epochs"
+BY_SHARE_OF_RUN = frozenset({"onecycle"})  # schedules whose rate follows the share of the run done
 
 
 class PeerPruner(optuna.pruners.BasePruner):
     """Stop a trial at an epoch from ``from_epoch`` on when its best value so far is not among the
-    best ``keep`` share of its peers' values at that epoch (0.5: below their median). Peers are
-    completed trials with the same ``schedule`` parameter that reached the epoch; with fewer than
-    ``min_peers`` of them, the trial goes on."""
+    best ``keep`` share of its peers' values at that point (0.5: below their median). Peers are
+    completed trials with the same ``schedule`` parameter that have a reading there (the same epoch,
+    or the same share of the run under OneCycle); with fewer than ``min_peers`` of them, the trial
+    goes on."""
 
     def __init__(self, from_epoch: int, keep: float, min_peers: int = 1) -> None:
         self.from_epoch, self.keep, self.min_peers = from_epoch, keep, min_peers
@@ -42,17 +51,32 @@ class PeerPruner(optuna.pruners.BasePruner):
             return True  # only NaN so far: it cannot get better than its peers
         best = max(own) if maximize else min(own)
         schedule = trial.params.get(SCHEDULE_KEY)
-        peers = [
-            t.intermediate_values[step]
-            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.params.get(SCHEDULE_KEY) == schedule
-            and step in t.intermediate_values
-            and not math.isnan(t.intermediate_values[step])
-        ]
+        completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        same_schedule = [t for t in completed if t.params.get(SCHEDULE_KEY) == schedule]
+        readings = [_reading(t, _peer_epoch(trial, t, step)) for t in same_schedule]
+        peers = [value for value in readings if value is not None]
         if len(peers) < self.min_peers:
             return False  # the first of its schedule: nothing fair to judge it against
         bar = _quantile(peers, 1 - self.keep if maximize else self.keep)
         return best < bar if maximize else best > bar
+
+
+def _peer_epoch(trial: FrozenTrial, peer: FrozenTrial, step: int) -> float:
+    """Where the peer's curve is comparable with the trial's at ``step``: the same share of the run
+    under a schedule in BY_SHARE_OF_RUN, the same epoch otherwise."""
+    if trial.params.get(SCHEDULE_KEY) in BY_SHARE_OF_RUN and EPOCHS_KEY in trial.params and EPOCHS_KEY in peer.params:
+        return step * peer.params[EPOCHS_KEY] / trial.params[EPOCHS_KEY]  # exact where it divides
+    return step
+
+
+def _reading(trial: FrozenTrial, epoch: float) -> float | None:
+    """The trial's validation value at a possibly fractional epoch, straight between the epochs on
+    either side; None before its first epoch, past its last, or where a reading is missing or NaN."""
+    low, high = math.floor(epoch), math.ceil(epoch)
+    values = trial.intermediate_values
+    if low < 1 or low not in values or high not in values or math.isnan(values[low]) or math.isnan(values[high]):
+        return None
+    return values[low] + (values[high] - values[low]) * (epoch - low)
 
 
 def _quantile(values: Sequence[float], q: float) -> float:

@@ -157,6 +157,40 @@ def test_peers_pruner_judges_only_against_the_same_schedule():
     assert not stopped("none", [0.96, 0.977])
 
 
+def test_peers_pruner_reads_onecycle_curves_at_the_same_share_of_the_run():
+    """A 20-epoch OneCycle run at epoch 2 has done what a 10-epoch one did at epoch 1; a constant
+    rate is compared epoch for epoch whatever the run's length."""
+    study = optuna.create_study(direction="maximize", pruner=make_pruner("peers", 20, 1, keep=0.5))
+    space = {
+        "schedule": optuna.distributions.CategoricalDistribution(["none", "onecycle"]),
+        "epochs": optuna.distributions.IntDistribution(1, 20),
+    }
+
+    def completed(schedule: str, curve: list[float]) -> None:
+        study.add_trial(optuna.trial.create_trial(
+            state=TrialState.COMPLETE, value=curve[-1], params={"schedule": schedule, "epochs": len(curve)},
+            distributions=space, intermediate_values=dict(enumerate(curve, start=1)),
+        ))  # fmt: skip
+
+    def stopped(schedule: str, epochs: int, curve: list[float]) -> bool:
+        study.enqueue_trial({"schedule": schedule, "epochs": epochs})
+        trial = study.ask(space)
+        for epoch, accuracy in enumerate(curve, start=1):
+            trial.report(accuracy, epoch)
+        return trial.should_prune()
+
+    completed("onecycle", [0.90, 0.94, 0.96, 0.97, 0.98, 0.985, 0.99, 0.991, 0.992, 0.993])
+    assert not stopped("onecycle", 20, [0.50])  # a twentieth of the run: the peer has no reading that early
+    assert not stopped("onecycle", 20, [0.50, 0.91])  # a tenth: above the peer's epoch 1 (0.90)
+    assert stopped("onecycle", 20, [0.50, 0.89])
+    assert not stopped("onecycle", 20, [0.50, 0.89, 0.921])  # 3/20: halfway between its epochs 1 and 2
+    assert stopped("onecycle", 20, [0.50, 0.89, 0.919])
+    assert stopped("onecycle", 5, [0.93, 0.95])  # 2/5 of the run: held to the peer's epoch 4 (0.97)
+    completed("none", [0.96, 0.97, 0.98])
+    assert stopped("none", 20, [0.95])  # a constant rate: epoch 1 against epoch 1
+    assert not stopped("none", 20, [0.961])
+
+
 def test_no_trial_is_pruned_after_its_last_epoch(tmp_path, data_dir, monkeypatch):
     """Stopping there saves nothing, and the sampler learns more from a finished value."""
     monkeypatch.setattr(optuna.trial.Trial, "should_prune", lambda self: True)
