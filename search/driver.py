@@ -67,7 +67,7 @@ def _run_search(options: SearchOptions) -> optuna.Study:
         if stop.signum is not None:
             raise SearchInterrupted(stop.signum, [])
         if options.jobs > 1:
-            run_jobs(options, url, study)
+            run_jobs(options, url, study, space.defaults)
         else:
             Worker(options, space, budget, study, data).run()
     return study

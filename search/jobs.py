@@ -13,8 +13,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -55,7 +57,7 @@ def check_jobs(jobs: int) -> None:
         )
 
 
-def run_jobs(options: SearchOptions, url: str, study: optuna.Study) -> None:
+def run_jobs(options: SearchOptions, url: str, study: optuna.Study, defaults: Mapping[str, Any]) -> None:
     threads = max(1, (os.cpu_count() or 1) // options.jobs)  # never oversubscribe the cores
     env = os.environ | {"OMP_NUM_THREADS": str(threads), "MNIST_SEARCH_THREADS": str(threads), LINES_ENV: "1"}
     worker_options = replace(options, storage=url, study_name=study.study_name, jobs=1, mps=True, warm_start=())
@@ -77,7 +79,7 @@ def run_jobs(options: SearchOptions, url: str, study: optuna.Study) -> None:
         codes = _wait(processes, stop)
     if stop.signum is not None:
         pids = {str(p.pid) for p in processes}
-        recover_trials(study, heartbeat=False)  # the trials of workers killed after the grace period
+        recover_trials(study, heartbeat=False, defaults=defaults)  # the trials of workers killed after the grace period
         requeued = [
             t.number
             for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))

@@ -4,6 +4,8 @@ whose worker died. Both go back in the queue with their params and their baselin
 from __future__ import annotations
 
 import socket
+from collections.abc import Mapping
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -13,9 +15,15 @@ from search.processes import process_alive
 INTERRUPTED = "interrupted"  # how a stopped trial's fail_reason begins
 
 
-def recover_trials(study: optuna.Study, heartbeat: bool, worker: str | None = None) -> list[int]:
+def recover_trials(
+    study: optuna.Study, heartbeat: bool, defaults: Mapping[str, Any], worker: str | None = None
+) -> list[int]:
     """Put back in the queue, with their params and baseline flag, the trials that did not end on
     their own: those a signal stopped, and those whose worker is gone. Returns the ones re-queued.
+
+    ``defaults``: the space's values for keys its older versions lacked (``Space.defaults``); a
+    trial started before a key existed is retried with the default, as the same model, rather
+    than with a value the sampler picks afresh.
 
     ``worker``: only that worker's interrupted trials (a worker stopping); else all of them.
     RDB storages find dead workers through heartbeats (Optuna re-queues those). The journal file has
@@ -48,6 +56,6 @@ def recover_trials(study: optuna.Study, heartbeat: bool, worker: str | None = No
         if not params and not t.user_attrs.get("baseline"):
             continue  # nothing was proposed yet: the sampler proposes afresh
         carried = {"baseline": True} if t.user_attrs.get("baseline") else {}
-        study.enqueue_trial(params, user_attrs={"retry_of": t.number, **carried})
+        study.enqueue_trial({**defaults, **params}, user_attrs={"retry_of": t.number, **carried})
         requeued.append(t.number)
     return requeued

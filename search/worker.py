@@ -81,7 +81,7 @@ class Worker:
         gc.freeze()  # see _release_memory
         try:
             with self.stop.handling():
-                recover_trials(self.study, self.heartbeat)  # what an earlier run or worker left
+                recover_trials(self.study, self.heartbeat, self.space.defaults)  # what an earlier run or worker left
                 self._run_until_done(deadline)
         finally:
             gc.unfreeze()  # a Python caller's process collects normally again
@@ -96,7 +96,7 @@ class Worker:
                 break
             if done + states.count(TrialState.RUNNING) >= self.options.trials:
                 time.sleep(POLL_S)  # the rest are in flight elsewhere; stay in case they fail
-                recover_trials(self.study, self.heartbeat, worker=self.worker_id)
+                recover_trials(self.study, self.heartbeat, self.space.defaults, worker=self.worker_id)
                 continue
             remaining = None if deadline is None else max(deadline - time.monotonic(), 0.01)
             self.study.optimize(
@@ -112,7 +112,7 @@ class Worker:
 
     def _stop_if_asked(self) -> None:
         if self.stop.signum is not None:
-            requeued = recover_trials(self.study, self.heartbeat, worker=self.worker_id)
+            requeued = recover_trials(self.study, self.heartbeat, self.space.defaults, worker=self.worker_id)
             raise SearchInterrupted(self.stop.signum, requeued)
 
     def _stop_if_failing_alike(self) -> None:
@@ -150,7 +150,7 @@ class Worker:
                 trial.set_user_attr("fail_reason", f"{INTERRUPTED} before training")
                 raise TrialInterrupted(f"{INTERRUPTED} before training")
             time.sleep(POLL_S)
-            recover_trials(self.study, self.heartbeat, worker=self.worker_id)
+            recover_trials(self.study, self.heartbeat, self.space.defaults, worker=self.worker_id)
 
     def _warn_if_sqlite_is_shared(self) -> None:
         """SQLite is not safe for several writing processes (Optuna's FAQ); say so when we see one."""

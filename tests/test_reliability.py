@@ -268,6 +268,28 @@ def test_interrupt_during_the_baseline_requeues_it_and_a_rerun_trains_it(tmp_pat
     assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials) == 3
 
 
+def test_a_trial_interrupted_before_a_key_existed_is_retried_as_the_same_model():
+    """gap_cnn's ``conv`` and ``kernel`` came later: a trial an older version left interrupted must
+    come back as the full 3×3 net it was, not with a conv the sampler picks afresh."""
+    from search.recovery import INTERRUPTED, recover_trials
+
+    space = get_space("gap_cnn")
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    study.enqueue_trial(dict(space.baselines[0]))
+    probe = study.ask()
+    space.suggest(probe, space.budget())
+    old = {k: v for k, v in probe.params.items() if k not in space.defaults}
+    study.tell(probe, 0.5)
+    study.add_trial(optuna.trial.create_trial(
+        state=TrialState.FAIL, params=old, distributions={k: probe.distributions[k] for k in old},
+        user_attrs={"fail_reason": f"{INTERRUPTED} by SIGINT"},
+    ))  # fmt: skip
+    assert recover_trials(study, False, space.defaults) == [1]
+    retry = study.ask()
+    config = space.suggest(retry, space.budget())
+    assert retry.params == probe.params and sum(p.numel() for p in space.build(config).parameters()) == 14_320
+
+
 def test_a_rerun_never_proposes_the_configs_the_study_holds(tmp_path):
     opts = small_search(tmp_path, DATA_DIR, trials=4, sampler="random", train_subset=300, val_size=300)
     run_search(opts)
