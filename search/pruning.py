@@ -10,11 +10,13 @@ the end and becomes the reference for the rest. (Judging it against the other sc
 pruned every OneCycle trial of a full-data study: at its peak rate an Adam OneCycle run was at
 97.8% where the seed's constant rate was at 98.9%; docs/benchmarks.md.)
 
-Under OneCycle the rate follows the share of the run done, not the epoch: a 20-epoch run is still
-warming up at epoch 2, where a 10-epoch one is near its peak. So OneCycle trials are compared at
-equal shares of their own runs (a peer's curve read between its epochs), and a trial waits to be
-judged until some peer has a reading that early. Constant and step rates change per epoch, and
-are compared at equal epochs.
+Under OneCycle the rate follows the share of the run done, not the epoch: at epoch 2 a 20-epoch run
+is still warming up, where a 10-epoch one is near its peak rate. So OneCycle trials are compared at
+equal shares of their own runs (a peer's curve read straight between its epochs), and a trial is
+not judged until a peer has a reading that early. At equal shares the rest of each run adds about
+the same, so the comparison predicts the final ranking; a short run held to a long peer is behind
+and stays behind, which is what the study's objective (the final value) says too. A constant rate,
+and StepLR's steps, depend on the epoch alone: those are compared at equal epochs.
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ def _reading(trial: FrozenTrial, epoch: float) -> float | None:
     either side; None before its first epoch, past its last, or where a reading is missing or NaN."""
     low, high = math.floor(epoch), math.ceil(epoch)
     values = trial.intermediate_values
-    if low < 1 or low not in values or high not in values or math.isnan(values[low]) or math.isnan(values[high]):
+    if low not in values or high not in values or math.isnan(values[low]) or math.isnan(values[high]):
         return None
     return values[low] + (values[high] - values[low]) * (epoch - low)
 

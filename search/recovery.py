@@ -31,6 +31,7 @@ def recover_trials(
     """
     if heartbeat:
         optuna.storages.fail_stale_trials(study)
+        _default_the_heartbeat_retries(study, defaults)
     trials = study.get_trials(deepcopy=False)
     retried = {t.user_attrs.get("retry_of") for t in trials}
     host = socket.gethostname()
@@ -59,3 +60,15 @@ def recover_trials(
         study.enqueue_trial({**defaults, **params}, user_attrs={"retry_of": t.number, **carried})
         requeued.append(t.number)
     return requeued
+
+
+def _default_the_heartbeat_retries(study: optuna.Study, defaults: Mapping[str, Any]) -> None:
+    """Optuna's heartbeat callback re-queues a dead worker's trial with its params as they were:
+    the keys the space added since then are fixed to their defaults."""
+    for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        if "failed_trial" not in t.system_attrs:
+            continue
+        fixed = t.system_attrs.get("fixed_params") or {}
+        missing = {k: v for k, v in defaults.items() if k not in t.params and k not in fixed}
+        if missing:  # Optuna takes a name missing from the trial's params from its fixed params
+            study._storage.set_trial_system_attr(t._trial_id, "fixed_params", {**missing, **fixed})

@@ -268,26 +268,64 @@ def test_interrupt_during_the_baseline_requeues_it_and_a_rerun_trains_it(tmp_pat
     assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials) == 3
 
 
-def test_a_trial_interrupted_before_a_key_existed_is_retried_as_the_same_model():
-    """gap_cnn's ``conv`` and ``kernel`` came later: a trial an older version left interrupted must
-    come back as the full 3×3 net it was, not with a conv the sampler picks afresh."""
-    from search.recovery import INTERRUPTED, recover_trials
-
+def _study_with_the_seed_config(storage: optuna.storages.BaseStorage | None = None) -> optuna.Study:
+    """A gap_cnn study whose trial 0 holds the seed config as today's space suggests it."""
     space = get_space("gap_cnn")
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    study = optuna.create_study(storage=storage, direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
     study.enqueue_trial(dict(space.baselines[0]))
     probe = study.ask()
     space.suggest(probe, space.budget())
-    old = {k: v for k, v in probe.params.items() if k not in space.defaults}
     study.tell(probe, 0.5)
+    return study
+
+
+def _retried_as_the_seed_model(study: optuna.Study) -> None:
+    """The one trial in the queue is the seed's full 3×3 net again, not a fresh pick of ``conv``
+    (about half of the sampler's picks are separable, with widths under other names)."""
+    space = get_space("gap_cnn")
+    retry = study.ask()
+    config = space.suggest(retry, space.budget())
+    assert retry.params == study.trials[0].params
+    assert sum(p.numel() for p in space.build(config).parameters()) == 14_320
+
+
+def test_a_trial_interrupted_before_a_key_existed_is_retried_as_the_same_model():
+    """gap_cnn's ``conv`` and ``kernel`` came later: a trial an older version left interrupted must
+    come back as the full 3×3 net it was."""
+    from search.recovery import INTERRUPTED, recover_trials
+
+    space = get_space("gap_cnn")
+    study = _study_with_the_seed_config()
+    seed = study.trials[0]
+    old = {k: v for k, v in seed.params.items() if k not in space.defaults}
     study.add_trial(optuna.trial.create_trial(
-        state=TrialState.FAIL, params=old, distributions={k: probe.distributions[k] for k in old},
+        state=TrialState.FAIL, params=old, distributions={k: seed.distributions[k] for k in old},
         user_attrs={"fail_reason": f"{INTERRUPTED} by SIGINT"},
     ))  # fmt: skip
     assert recover_trials(study, False, space.defaults) == [1]
-    retry = study.ask()
-    config = space.suggest(retry, space.budget())
-    assert retry.params == probe.params and sum(p.numel() for p in space.build(config).parameters()) == 14_320
+    _retried_as_the_seed_model(study)
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")  # ask() here stands in for a worker
+def test_a_dead_workers_trial_from_before_a_key_existed_is_retried_as_the_same_model(tmp_path):
+    """On SQL storage Optuna's heartbeat re-queues a dead worker's trial with its old params."""
+    from search.recovery import recover_trials
+
+    space = get_space("gap_cnn")
+    storage = optuna.storages.RDBStorage(
+        f"sqlite:///{tmp_path}/s.db", heartbeat_interval=1, grace_period=1,
+        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
+    )  # fmt: skip
+    study = _study_with_the_seed_config(storage)
+    seed = study.trials[0]
+    old = {k: v for k, v in seed.params.items() if k not in space.defaults}
+    study.enqueue_trial(old)
+    dead = study.ask({k: seed.distributions[k] for k in old})  # started, then its worker died
+    storage.record_heartbeat(dead._trial_id)
+    time.sleep(2.5)
+    recover_trials(study, True, space.defaults)
+    assert study.trials[1].state == TrialState.FAIL
+    _retried_as_the_seed_model(study)
 
 
 def test_a_rerun_never_proposes_the_configs_the_study_holds(tmp_path):
