@@ -16,8 +16,9 @@ import warnings
 
 import optuna
 
-from search.algorithms import make_pruner
+from search.algorithms import PRUNE_KEEP, make_pruner
 from search.estimate import Pruning, estimate
+from search.storage import open_storage
 from spaces.states import FINISHED
 
 
@@ -50,14 +51,16 @@ def main() -> None:
     p.add_argument("--study-name", required=True)
     p.add_argument("--pruner", default="peers", help="the study's --pruner (default: peers)")
     p.add_argument("--prune-from-epoch", type=int, help="the study's --prune-from-epoch")
-    p.add_argument("--prune-keep", type=float, default=0.5, help="the study's --prune-keep (default: 0.5)")
+    p.add_argument(
+        "--prune-keep", type=float, default=PRUNE_KEEP, help=f"the study's --prune-keep (default: {PRUNE_KEEP})"
+    )
     p.add_argument("--from", dest="start", type=int, default=5, help="first finished-trial count to check")
     p.add_argument("--device", help="the device whose trials time the epochs (default: the study's)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     args = p.parse_args()
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    study = optuna.load_study(study_name=args.study_name, storage=args.storage)
+    study = optuna.load_study(study_name=args.study_name, storage=open_storage(args.storage))  # read-only
     pruner = make_pruner(args.pruner, study.user_attrs.get("max_epochs", 20), args.prune_from_epoch, args.prune_keep)
     rows = replay(study, Pruning.of(pruner), args.start, args.device)
     if args.json:
