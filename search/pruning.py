@@ -13,10 +13,10 @@ pruned every OneCycle trial of a full-data study: at its peak rate an Adam OneCy
 Under OneCycle the rate follows the share of the run done, not the epoch: at epoch 2 a 20-epoch run
 is still warming up, where a 10-epoch one is near its peak rate. So OneCycle trials are compared at
 equal shares of their own runs (a peer's curve read straight between its epochs), and a trial is
-not judged until a peer has a reading that early. At equal shares the rest of each run adds about
-the same, so the comparison predicts the final ranking; a short run held to a long peer is behind
-and stays behind, which is what the study's objective (the final value) says too. A constant rate,
-and StepLR's steps, depend on the epoch alone: those are compared at equal epochs.
+not judged until a peer has a reading that early. The idea (not measured apart): at equal shares the
+rest of each run adds about as much, so the comparison follows the final ranking; a short run
+held to a long peer is behind, and the study's objective, the final value, counts that too. A
+constant rate, and StepLR's steps, depend on the epoch alone: those are compared at equal epochs.
 """
 
 from __future__ import annotations
