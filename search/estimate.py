@@ -145,12 +145,9 @@ def estimate(
     unjudged_to_come = min(_schedules_without_reference(finished), left) if pruning.by_schedule else 0
     left_judged = left - unjudged_to_come
     if pruning.keep is not None and left_judged and trained:
-        # A trial completes only while among the best `keep` of the completed trials, so each one
-        # that completes raises the bar: completions thin out as the study goes on.
-        completes = complete_share * (trained + PRIOR_TRIALS)
-        n_now = trained + PRIOR_TRIALS
-        future = completes * (((n_now + left_judged) / n_now) ** pruning.keep - 1)
-        complete_share = min(complete_share, future / left_judged)
+        complete_share = _thinned_complete_share(
+            pruning.complete_share, pruning.keep, trained, trained_complete, left_judged
+        )
     complete_epochs = _blend(PRIOR_COMPLETE_FRACTION * max_epochs, sum(completed), len(completed))
     pruned_epochs = _blend(pruning.first_judged_epoch + PRIOR_PRUNED_EXTRA, sum(recent_pruned), len(recent_pruned))
     per_trial = (1 - over_share) * (complete_share * complete_epochs + (1 - complete_share) * pruned_epochs)
@@ -161,6 +158,23 @@ def estimate(
     workers = max(1, sum(t.state == TrialState.RUNNING for t in trials))
     remaining = (left_epochs * seconds_per_epoch + left * _outside_training(finished)) / workers
     return Estimate(seconds_per_epoch, per_trial, remaining)
+
+
+def _thinned_complete_share(
+    prior_share: float, keep: float, trained: int, trained_complete: int, left_judged: int
+) -> float:
+    """The share of the next ``left_judged`` judged trials that complete under the peers pruner.
+
+    A trial completes only while among the best ``keep`` of the completed ones, so each completion
+    raises the bar and completions grow like n^keep over the n judged trials. Two such curves are
+    blended: the prior's, on which ``prior_share`` of the whole study's judged trials complete, and
+    the one through the completions seen so far.
+    """
+    n_all = trained + left_judged
+    prior_future = prior_share * n_all * (1 - (trained / n_all) ** keep)
+    seen_future = trained_complete * ((n_all / trained) ** keep - 1)
+    future = (PRIOR_TRIALS * prior_future + trained * seen_future) / (PRIOR_TRIALS + trained)
+    return future / left_judged
 
 
 def _as_stored(trial: FrozenTrial, ended: Ended) -> FrozenTrial:
