@@ -32,6 +32,7 @@ from spaces.errors import UserError
 SEARCH_FLAGS = (
     "space", "trials", "storage", "sampler", "pruner", "prune_from_epoch", "prune_keep", "seed", "timeout",
     "max_epochs", "data_dir", "download", "device", "precision", "train_subset", "val_size", "jobs", "quiet",
+    "warm_start", "warm_start_top",
 )  # fmt: skip
 
 

@@ -85,10 +85,17 @@ def test_warm_start_zoo_enqueues_the_entries_that_fit(tmp_path, data_dir, monkey
         run_search(small_search(tmp_path, data_dir, space="fcn", warm_start=("zoo",), storage=f"{storage}x"))
 
 
-def test_frontier_searches_retrains_and_resumes(tmp_path, data_dir, capsys):
-    options = small_search(tmp_path, data_dir, trials=2, train_subset=512, val_size=256)
+def test_frontier_searches_retrains_and_resumes(tmp_path, data_dir, capsys, monkeypatch):
+    monkeypatch.setattr(zoo_module, "ZOO_FILE", _zoo_file(tmp_path))  # 53,962 parameters
+    options = small_search(
+        tmp_path, data_dir, trials=2, train_subset=512, val_size=256, warm_start=("zoo",), quiet=False
+    )
     out = tmp_path / "frontier"
     record, table, page = run_frontier(options, [60000, 2000], [0], 1, out)
+    # Each budget's search takes the warm starts that fit it: under 60,000 the entry, under 2,000 none.
+    started = capsys.readouterr().out
+    assert "warm start: enqueued zoo ffn-tiny" in started and "warm start: skipped zoo ffn-tiny" in started
+    assert "--warm-start" in run_cli("frontier", "--help", cwd=tmp_path).stdout
     frontier = json.loads(record.read_text())
     assert {row["budget"] for row in frontier["rows"]} == {60000}  # under 2,000 nothing fits: no row
     row = frontier["rows"][0]
