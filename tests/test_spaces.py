@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import optuna
 import pytest
 import torch
@@ -159,3 +162,15 @@ def test_gap_cnn_separable_blocks_cost_what_they_should():
     wide = space.build(seed | {"kernel": 5, "padding": "same"})
     assert wide(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
     assert [m.kernel_size for m in wide.modules() if isinstance(m, torch.nn.Conv2d)][:4] == [(5, 5)] * 3 + [(3, 3)]
+
+
+WARM_STARTS = sorted((Path(__file__).parent.parent / "examples" / "warm-starts").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", WARM_STARTS, ids=lambda p: p.name)
+def test_the_example_warm_starts_fit_the_budget_they_name_and_build_what_they_list(path):
+    """examples/warm-starts/SPACE-Nk-*.json: a config under N thousand parameters, as --warm-start reads it."""
+    record = json.loads(path.read_text())
+    space = get_space(record["space"])
+    budget = int(path.name.split("-")[1].removesuffix("k")) * 1000
+    assert space.check_config(record["config"], space.budget(max_params=budget - 1)) == record["params"]
