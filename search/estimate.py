@@ -161,7 +161,7 @@ def estimate(
 
 
 def _thinned_complete_share(
-    prior_share: float, keep: float, trained: int, trained_complete: int, left_judged: int
+    prior_share: float, keep: float, trained: int, trained_complete: float, left_judged: int
 ) -> float:
     """The share of the next ``left_judged`` judged trials that complete under the peers pruner.
 

@@ -38,6 +38,7 @@ from search.estimate import (
     Pruning,
     Running,
     _schedules_without_reference,
+    _thinned_complete_share,
     _unjudged,
     estimate,
     format_duration,
@@ -304,6 +305,22 @@ def test_under_the_peers_pruner_completions_thin_out_and_pruned_trials_count_as_
     # Pruned trials now stop after one epoch; the early ones' eight do not count.
     recent = estimate([*early, *late], 200, "cpu", 20, pruning=cumulative)
     assert recent.epochs_per_trial < 2.0  # all 40 pruned trials together: over 4
+
+
+@pytest.mark.parametrize("trained", [1, 5, 20, 60, 99])
+def test_completions_to_come_follow_the_whole_study_curve_of_the_prior(trained):
+    """A study whose completions so far lie on the prior's curve (a share s of its N judged trials
+    complete in all, growing like n^keep) is expected to end on it: s·N in all, whatever n is."""
+    share, keep, total = 0.16, 1 / 3, 100
+    on_curve = share * total * (trained / total) ** keep
+    left = total - trained
+    future = left * _thinned_complete_share(share, keep, trained, on_curve, left)  # a count, here a real
+    assert future + on_curve == pytest.approx(share * total)
+    # None completed so far: early on the prior still expects most of its completions to come.
+    none_yet = left * _thinned_complete_share(share, keep, trained, 0, left)
+    assert none_yet == pytest.approx(
+        share * total * (1 - (trained / total) ** keep) * PRIOR_TRIALS / (PRIOR_TRIALS + trained)
+    )
 
 
 def test_the_estimate_assumes_what_the_pruner_does_and_ignores_pauses_between_runs():
