@@ -89,6 +89,7 @@ def run_frontier(
                 "device": result.device, "precision": result.precision,
                 "search_seconds": round(training_effort(study)["seconds"], 1),
                 "retrain_seconds": round(result.seconds, 1), "config": record["config"],
+                "warm_start_of": trial.user_attrs.get("warm_start_of"),
             })  # fmt: skip
             write_text(record_path, json.dumps(frontier, indent=1) + "\n")  # each retrain kept at once
     write_text(record_path, json.dumps(frontier, indent=1) + "\n")

@@ -66,9 +66,16 @@ def frontier_table(frontier: dict[str, Any]) -> str:
         lines.append(
             f"| < {row['budget']:,} | {row['params']:,} | {row['epochs']} | {row['test_mean']:.2%} ± "
             f"{row['test_std']:.2%} | {' '.join(map(str, row['seeds']))} | {row['device']}, {row['precision']} | "
-            f"{spent:.2f} h | {row['study']} trial {row['trial']} |"
+            f"{spent:.2f} h | {_origin(row).replace('|', '/')} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _origin(row: dict[str, Any]) -> str:
+    """The trial a row retrained, and where its config came from when it was a warm start, not the
+    sampler's (older frontier files do not say)."""
+    warm = row.get("warm_start_of")
+    return f"{row['study']} trial {row['trial']}" + (f" (warm start: {warm})" if warm else "")
 
 
 def frontier_figure(frontier: dict[str, Any]) -> Any:
@@ -102,12 +109,12 @@ def frontier_html(frontier: dict[str, Any], include_plotlyjs: bool) -> str:
         f"<tr><td>&lt; {r['budget']:,}</td><td>{r['params']:,}</td><td>{r['epochs']}</td>"
         f"<td>{r['test_mean']:.2%} ± {r['test_std']:.2%}</td><td>{html.escape(' '.join(map(str, r['seeds'])))}</td>"
         f"<td>{html.escape(str(r['device']))}, {html.escape(str(r['precision']))}</td>"
-        f"<td>{(r['search_seconds'] + r['retrain_seconds']) / 3600:.2f} h</td></tr>"
+        f"<td>{(r['search_seconds'] + r['retrain_seconds']) / 3600:.2f} h</td><td>{html.escape(_origin(r))}</td></tr>"
         for r in rows
     )
     table = (
         "<table><tr><th>budget</th><th>parameters</th><th>epochs</th><th>test mean ± std</th><th>seeds</th>"
-        f"<th>device, precision</th><th>time spent</th></tr>{cells}</table>"
+        f"<th>device, precision</th><th>time spent</th><th>config</th></tr>{cells}</table>"
     )
     figure = frontier_figure(frontier).to_html(full_html=False, include_plotlyjs=include_plotlyjs)
     return f"<h2>Frontier: {html.escape(str(frontier['space']))}</h2>{table}{figure}"

@@ -144,3 +144,17 @@ def test_a_warm_start_from_before_the_conv_and_kernel_keys_trains_the_same_model
     config = space.suggest(trial, space.budget())
     assert config["conv"] == "full" and config["kernel"] == 3
     assert space.check_config(config) == 19_198
+
+
+def test_the_frontier_table_says_which_rows_came_from_a_warm_start():
+    from search.frontier_view import frontier_html, frontier_table
+
+    row = {"budget": 5000, "params": 4800, "epochs": 20, "test_mean": 0.994, "test_std": 0.0002, "seeds": [0],
+           "device": "cpu", "precision": "bf16", "search_seconds": 60.0, "retrain_seconds": 60.0,
+           "study": "gap_cnn-p4999", "trial": 2}  # fmt: skip
+    searched = {"space": "gap_cnn", "rows": [row, row | {"budget": 2000, "trial": 7, "warm_start_of": None}]}
+    warm = {"space": "gap_cnn", "rows": [row | {"warm_start_of": "a|<b>.json"}]}
+    assert "warm start" not in frontier_table(searched) + frontier_html(searched, include_plotlyjs=False)
+    table, page = frontier_table(warm), frontier_html(warm, include_plotlyjs=False)
+    assert "| gap_cnn-p4999 trial 2 (warm start: a/<b>.json) |" in table  # a '|' would split the cell
+    assert "(warm start: a|&lt;b&gt;.json)" in page
