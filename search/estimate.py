@@ -11,7 +11,7 @@ Each trial still to come
 - is over the parameter budget, and never trains, at the share seen among the sampled trials;
 - else completes, at the share seen among the sampled trials that trained, and then trains the
   completed trials' mean epochs; under the peers pruner that share thins out as the study goes on
-  (each completed trial raises the bar the next must stay above);
+  (each completed trial raises the bar the next must stay above), along a whole-study curve;
 - else is pruned, after the mean epochs of the last ``RECENT_PRUNED`` pruned trials (trials are
   stopped sooner as the bar rises).
 
@@ -140,7 +140,6 @@ def estimate(
     trained = len(pruned) + trained_complete
 
     over_share = _blend(PRIOR_OVER_BUDGET, over, n_sampled)
-    complete_share = _blend(pruning.complete_share, trained_complete, trained)
     left = max(total - n_finished, 0)
     unjudged_to_come = min(_schedules_without_reference(finished), left) if pruning.by_schedule else 0
     left_judged = left - unjudged_to_come
@@ -148,6 +147,8 @@ def estimate(
         complete_share = _thinned_complete_share(
             pruning.complete_share, pruning.keep, trained, trained_complete, left_judged
         )
+    else:
+        complete_share = _blend(pruning.complete_share, trained_complete, trained)
     complete_epochs = _blend(PRIOR_COMPLETE_FRACTION * max_epochs, sum(completed), len(completed))
     pruned_epochs = _blend(pruning.first_judged_epoch + PRIOR_PRUNED_EXTRA, sum(recent_pruned), len(recent_pruned))
     per_trial = (1 - over_share) * (complete_share * complete_epochs + (1 - complete_share) * pruned_epochs)
