@@ -1,5 +1,6 @@
-"""Pruner A/B: the same search run for real under several pruners (``PRUNER:EPOCH[:KEEP]`` arms:
---pruner, --prune-from-epoch and --prune-keep).
+"""Pruner A/B: the same search run for real under several pruners (``[REV@]PRUNER:EPOCH[:KEEP]``
+arms: --pruner, --prune-from-epoch and --prune-keep, run by this tree or, with ``REV@``, by that git
+revision's tree checked out in a temporary worktree, to measure a change to a pruner itself).
 
 Where bench/replay_pruners.py replays recorded curves (cheap, but blind to how pruning changes what
 the sampler proposes next), this runs whole studies through the real CLI, one per (epoch, seed),
@@ -8,6 +9,7 @@ Studies with the same seed start from the same trials; they part ways once pruni
 
     python bench/ab_pruners.py --space ffn --trials 40 --epochs 10 --train-subset 10000 \\
         --arms median:4 median:2 --seeds 0 1 2 3 4 5 --device cpu --parallel 2
+    python bench/ab_pruners.py --space gap_cnn --arms a6be49b@peers:1 peers:1 ...
 
 Besides epochs, seconds and the best three, each study reports the training seconds it took to
 first hold a trial at ``--to`` validation accuracy, and its best within the first ``--at``
@@ -34,9 +36,11 @@ from search.results import ranked_trials, training_effort
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_study(args: argparse.Namespace, arm: str, seed: int, folder: Path, threads: int) -> dict:
-    pruner, prune_from, *keep = arm.split(":")
-    storage = f"sqlite:///{folder}/{pruner}{prune_from}{'k' + keep[0] if keep else ''}-s{seed}.db"
+def run_study(args: argparse.Namespace, arm: str, seed: int, folder: Path, threads: int, tree: Path) -> dict:
+    revision, _, setting = arm.rpartition("@")
+    pruner, prune_from, *keep = setting.split(":")
+    name = f"{revision + '-' if revision else ''}{pruner}{prune_from}{'k' + keep[0] if keep else ''}-s{seed}"
+    storage = f"sqlite:///{folder}/{name}.db"
     command = [
         sys.executable, "-m", "search.cli", "--space", args.space, "--trials", str(args.trials),
         "--epochs", str(args.epochs), "--train-subset", str(args.train_subset), "--val-size", str(args.val_size),
@@ -48,7 +52,7 @@ def run_study(args: argparse.Namespace, arm: str, seed: int, folder: Path, threa
     if args.data_dir:
         command += ["--data-dir", args.data_dir]
     env = os.environ | {"OMP_NUM_THREADS": str(threads), "MNIST_SEARCH_THREADS": str(threads)}
-    subprocess.run(command, cwd=REPO, env=env, check=True, capture_output=True)
+    subprocess.run(command, cwd=tree, env=env, check=True, capture_output=True)
     study = optuna.load_study(study_name="ab", storage=storage)
     effort = training_effort(study)
     ended = sorted((t for t in study.trials if t.datetime_complete), key=lambda t: t.datetime_complete)
@@ -84,7 +88,10 @@ def main() -> None:
     p.add_argument("--train-subset", type=int, default=10_000)
     p.add_argument("--val-size", type=int, default=10_000)
     p.add_argument(
-        "--arms", nargs="+", default=["median:4", "peers:2"], help="PRUNER:EPOCH[:KEEP]; the first is the baseline"
+        "--arms",
+        nargs="+",
+        default=["median:4", "peers:2"],
+        help="[REV@]PRUNER:EPOCH[:KEEP]; the first is the baseline (default: median:4 peers:2)",
     )
     p.add_argument("--to", type=float, default=0.99, help="validation accuracy to time (default: 0.99)")
     p.add_argument("--at", type=float, help="training seconds to read the best at (default: the shortest study)")
@@ -104,7 +111,20 @@ def main() -> None:
         if args.keep_studies:
             args.keep_studies.mkdir(parents=True, exist_ok=True)
             folder = args.keep_studies
-        rows = list(pool.map(lambda run: run_study(args, *run, folder, threads), runs))
+        revisions = {arm.rpartition("@")[0] for arm in args.arms} - {""}
+        trees = {revision: Path(tmp) / f"tree-{revision}" for revision in revisions}
+        for revision, tree in trees.items():
+            subprocess.run(["git", "worktree", "add", "--detach", str(tree), revision], cwd=REPO, check=True)
+        try:
+            rows = list(
+                pool.map(
+                    lambda run: run_study(args, *run, folder, threads, trees.get(run[0].rpartition("@")[0], REPO)),
+                    runs,
+                )
+            )
+        finally:
+            for tree in trees.values():
+                subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO, check=True)
     at = args.at or min(r["train_seconds"] for r in rows)
     print(f"| arm | seed | epochs | training s | pruned | best 3 val | s to {args.to} | best in {at:.0f} s |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
