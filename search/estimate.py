@@ -16,8 +16,7 @@ Each trial still to come
   stopped sooner as the bar rises).
 
 Shares come from the trials the pruner judged (the peers pruner does not judge the first trial of
-each peer group, a schedule and augmentation band; one such trial is added for each group not yet
-tried). Each share and mean is
+each schedule; one such trial is added for each schedule not yet tried). Each share and mean is
 blended with a prior worth ``PRIOR_TRIALS`` trials. Time outside training
 (sampling, storage, start-up of each trial) is this study's own, per finished trial.
 """
@@ -32,7 +31,7 @@ from datetime import datetime
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search.pruning import PeerPruner, peer_group, possible_groups
+from search.pruning import SCHEDULE_KEY, PeerPruner
 from spaces.states import FINISHED
 
 PRIOR_TRIALS = 5
@@ -52,7 +51,7 @@ class Pruning:
 
     first_judged_epoch: int = 4
     complete_share: float = 0.25  # of the trials it judges
-    by_group: bool = False  # the first trial of each peer group goes unjudged (search.pruning)
+    by_schedule: bool = False  # the first trial of each lr schedule goes unjudged (search.pruning)
     keep: float | None = None  # the peers pruner's share kept
 
     @classmethod
@@ -60,7 +59,7 @@ class Pruning:
         if isinstance(pruner, PeerPruner):
             # Judged at every epoch, about a third of the share kept at each completes
             # (gap_cnn proxies: 0.15-0.16 of trained trials at keep 0.5).
-            return cls(pruner.from_epoch, COMPLETE_PER_KEEP * pruner.keep, by_group=True, keep=pruner.keep)
+            return cls(pruner.from_epoch, COMPLETE_PER_KEEP * pruner.keep, by_schedule=True, keep=pruner.keep)
         if isinstance(pruner, optuna.pruners.NopPruner):
             return cls(complete_share=1.0)
         if isinstance(pruner, optuna.pruners.PercentilePruner):  # the median pruner's warm-up: private
@@ -129,8 +128,8 @@ def estimate(
     sampled = [t for t in finished if not _enqueued(t)]
     over = sum("infeasible" in t.user_attrs for t in sampled)
     completed = [_epochs(t) for t in finished if t.state == TrialState.COMPLETE and _epochs(t)]
-    # The shares come from the trials the pruner judged: the first of each peer group it does not.
-    unjudged = _unjudged(finished) if pruning.by_group else set()
+    # The shares come from the trials the pruner judged: the first of each schedule it does not.
+    unjudged = _unjudged(finished) if pruning.by_schedule else set()
     judged = [t for t in sampled if t.number not in unjudged]
     # The bar rises as completed trials accumulate, so pruned trials stop sooner as the study goes
     # on: their epochs are the recent ones'.
@@ -142,7 +141,7 @@ def estimate(
 
     over_share = _blend(PRIOR_OVER_BUDGET, over, n_sampled)
     left = max(total - n_finished, 0)
-    unjudged_to_come = min(_groups_without_reference(finished), left) if pruning.by_group else 0
+    unjudged_to_come = min(_schedules_without_reference(finished), left) if pruning.by_schedule else 0
     left_judged = left - unjudged_to_come
     if pruning.keep is not None and left_judged and trained:
         complete_share = _thinned_complete_share(
@@ -190,29 +189,30 @@ def _as_stored(trial: FrozenTrial, ended: Ended) -> FrozenTrial:
 
 
 def _unjudged(finished: Sequence[FrozenTrial]) -> set[int]:
-    """Trials that started before any trial of their peer group had completed: the peers pruner
+    """Trials that started before any trial of their schedule had completed: the peers pruner
     had nothing to judge them against."""
     first_done: dict[object, datetime] = {}
     for t in finished:
         if t.state == TrialState.COMPLETE and _epochs(t) and t.datetime_complete:
-            group = peer_group(t.params)
-            first_done[group] = min(first_done.get(group, t.datetime_complete), t.datetime_complete)
+            schedule = t.params.get(SCHEDULE_KEY)
+            first_done[schedule] = min(first_done.get(schedule, t.datetime_complete), t.datetime_complete)
     return {
         t.number
         for t in finished
         if t.datetime_start is not None
-        and not ((done := first_done.get(peer_group(t.params))) is not None and done < t.datetime_start)
+        and not ((done := first_done.get(t.params.get(SCHEDULE_KEY))) is not None and done < t.datetime_start)
     }
 
 
-def _groups_without_reference(finished: Sequence[FrozenTrial]) -> int:
-    """Peer groups the study samples with no completed trial yet: the first of each will train to
-    the end."""
-    groups: set[object] = set()
+def _schedules_without_reference(finished: Sequence[FrozenTrial]) -> int:
+    """Schedules the study samples with no completed trial yet: the first of each will train to the end."""
+    choices: set[object] = set()
     for t in finished:
-        groups |= possible_groups(t.distributions)
-    done = {peer_group(t.params) for t in finished if t.state == TrialState.COMPLETE and _epochs(t)}
-    return len(groups - done)
+        distribution = t.distributions.get(SCHEDULE_KEY)
+        if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+            choices.update(distribution.choices)
+    done = {t.params.get(SCHEDULE_KEY) for t in finished if t.state == TrialState.COMPLETE and _epochs(t)}
+    return len(choices - done)
 
 
 def _blend(prior: float, observed_sum: float, observed_count: int) -> float:

@@ -1,11 +1,11 @@
 """The ``peers`` pruner: a trial is judged against the completed trials trained under its own
-learning-rate schedule and a like augmentation strength, from the study's first trial on.
+learning-rate schedule, from the study's first trial on.
 
 Optuna's median pruner waits for enough completed curves at an epoch (8 here) before it judges
 there, so a study's first dozen trials always train to the end. The seed baseline (trial 0) is a
 whole learning curve from the first minute, and each completed trial adds one. Comparing only
 within a schedule keeps a OneCycle trial, slow while its rate is high, from being stopped for
-that dip against a constant-rate curve. The first trial of a group has no peer: it trains to
+that dip against a constant-rate curve. The first trial of a schedule has no peer: it trains to
 the end and becomes the reference for the rest. (Judging it against the other schedules' curves
 pruned every OneCycle trial of a full-data study: at its peak rate an Adam OneCycle run was at
 97.8% where the seed's constant rate was at 98.9%; docs/benchmarks.md.)
@@ -17,63 +17,28 @@ not judged until a peer has a reading that early. The idea (not measured apart):
 rest of each run adds about as much, so the comparison follows the final ranking; a short run
 held to a long peer is behind, and the study's objective, the final value, counts that too. A
 constant rate, and StepLR's steps, depend on the epoch alone: those are compared at equal epochs.
-
-Augmentation, too, holds the first epochs back and pays at the end: judged against every trial of
-its schedule, a strongly augmented trial was stopped at epoch 1 each time (all 5 of a whole gap_cnn
-study's trials at strength 0.5 or more), so the sampler learnt to avoid the strengths that the best
-models use (the H100 study's best: 0.50). Peers are therefore also of the same augmentation band.
 """
 
 from __future__ import annotations
 
-import bisect
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import optuna
-from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 SCHEDULE_KEY = "schedule"  # a config without one is judged against every completed trial
-AUGMENT_KEY = "augment"  # a config without one has no augmentation
-# Strengths below the first edge are light (the seed's 0 among them), the rest heavy: one more
-# unjudged trial for each schedule, against judging the heavy ones by the light ones' early epochs.
-AUGMENT_BAND_EDGES = (0.3,)
 EPOCHS_KEY = "epochs"
 BY_SHARE_OF_RUN = frozenset({"onecycle"})  # schedules whose rate follows the share of the run done
-
-PeerGroup = tuple[object, int]  # (schedule, augmentation band)
-
-
-def peer_group(params: Mapping[str, Any]) -> PeerGroup:
-    """The trials a trial with these parameters is judged against share its group."""
-    return params.get(SCHEDULE_KEY), augment_band(params.get(AUGMENT_KEY, 0.0))
-
-
-def augment_band(strength: float) -> int:
-    return bisect.bisect_right(AUGMENT_BAND_EDGES, strength)
-
-
-def possible_groups(distributions: Mapping[str, BaseDistribution]) -> set[PeerGroup]:
-    """The peer groups a trial sampled from these distributions may fall in."""
-    schedule = distributions.get(SCHEDULE_KEY)
-    schedules = list(schedule.choices) if isinstance(schedule, CategoricalDistribution) else [None]
-    augment = distributions.get(AUGMENT_KEY)
-    if isinstance(augment, FloatDistribution):
-        bands = range(augment_band(augment.low), augment_band(augment.high) + 1)
-    else:
-        bands = range(augment_band(0.0), augment_band(0.0) + 1)
-    return {(s, band) for s in schedules for band in bands}
 
 
 class PeerPruner(optuna.pruners.BasePruner):
     """Stop a trial at an epoch from ``from_epoch`` on when its best value so far is not among the
     best ``keep`` share of its peers' values at that point (0.5: below their median). Peers are
-    completed trials of the same ``peer_group`` (schedule and augmentation band) that have a reading
-    there (the same epoch, or the same share of the run under OneCycle); with fewer than
-    ``min_peers`` of them, the trial goes on."""
+    completed trials with the same ``schedule`` parameter that have a reading there (the same epoch,
+    or the same share of the run under OneCycle); with fewer than ``min_peers`` of them, the trial
+    goes on."""
 
     def __init__(self, from_epoch: int, keep: float, min_peers: int = 1) -> None:
         self.from_epoch, self.keep, self.min_peers = from_epoch, keep, min_peers
@@ -87,13 +52,13 @@ class PeerPruner(optuna.pruners.BasePruner):
         if not own:
             return True  # only NaN so far: it cannot get better than its peers
         best = max(own) if maximize else min(own)
-        group = peer_group(trial.params)
+        schedule = trial.params.get(SCHEDULE_KEY)
         completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        same_group = [t for t in completed if peer_group(t.params) == group]
-        readings = [_reading(t, _peer_epoch(trial, t, step)) for t in same_group]
+        same_schedule = [t for t in completed if t.params.get(SCHEDULE_KEY) == schedule]
+        readings = [_reading(t, _peer_epoch(trial, t, step)) for t in same_schedule]
         peers = [value for value in readings if value is not None]
         if len(peers) < self.min_peers:
-            return False  # the first of its group: nothing fair to judge it against
+            return False  # the first of its schedule: nothing fair to judge it against
         bar = _quantile(peers, 1 - self.keep if maximize else self.keep)
         return best < bar if maximize else best > bar
 

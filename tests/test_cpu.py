@@ -12,7 +12,7 @@ from datetime import timedelta
 import optuna
 import pytest
 import torch
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 from torch import nn
 
@@ -37,7 +37,7 @@ from search.estimate import (
     Ended,
     Pruning,
     Running,
-    _groups_without_reference,
+    _schedules_without_reference,
     _thinned_complete_share,
     _unjudged,
     estimate,
@@ -269,7 +269,7 @@ def test_the_estimate_learns_the_studys_own_pruning_and_sees_a_trial_just_ended(
         assert seen.epochs_per_trial == estimate([*pruned_early, stored], 60, "cpu", 20).epochs_per_trial
 
 
-def test_the_estimate_leaves_the_unjudged_first_trial_of_each_peer_group_out_of_the_shares():
+def test_the_estimate_leaves_the_unjudged_first_trial_of_each_schedule_out_of_the_shares():
     schedules = CategoricalDistribution(["none", "step", "onecycle"])
 
     def made(schedule: str, state: TrialState, epochs: int, **attrs):
@@ -281,15 +281,12 @@ def test_the_estimate_leaves_the_unjudged_first_trial_of_each_peer_group_out_of_
     trials += [made("none", TrialState.PRUNED, 2) for _ in range(6)]
     for number, trial in enumerate(trials):
         trial.number = number
-    peers = Pruning(2, 0.16, by_group=True)
+    peers = Pruning(2, 0.16, by_schedule=True)
     guess = estimate(trials, 100, "cpu", 20, pruning=peers)
     blind = estimate(trials, 100, "cpu", 20, pruning=Pruning(2, 0.16))
     # The step trial, first of its schedule, completed unjudged: it does not raise the complete share.
     assert 0 < guess.remaining_seconds and blind.remaining_seconds > 0
-    assert 1 in _unjudged(trials) and _groups_without_reference(trials) == 1  # onecycle: not tried yet
-    for trial in trials:  # augmented too: each schedule's heavy band wants a first trial of its own
-        trial.distributions = {"schedule": schedules, "augment": FloatDistribution(0.0, 1.0)}
-    assert _groups_without_reference(trials) == 1 + 3
+    assert 1 in _unjudged(trials) and _schedules_without_reference(trials) == 1  # onecycle: not tried yet
 
 
 def test_under_the_peers_pruner_completions_thin_out_and_pruned_trials_count_as_lately():
@@ -329,7 +326,7 @@ def test_completions_to_come_follow_the_whole_study_curve_of_the_prior(trained):
 def test_the_estimate_assumes_what_the_pruner_does_and_ignores_pauses_between_runs():
     assert Pruning.of(make_pruner("none", 20)).complete_share == 1.0
     assert Pruning.of(make_pruner("median", 20, 6)).first_judged_epoch == 6
-    peers = Pruning(3, COMPLETE_PER_KEEP * 0.5, by_group=True, keep=0.5)
+    peers = Pruning(3, COMPLETE_PER_KEEP * 0.5, by_schedule=True, keep=0.5)
     assert Pruning.of(make_pruner("peers", 20, 3, keep=0.5)) == peers
     trials = [_trial(TrialState.PRUNED, 2, 2.0) for _ in range(10)]
     quick = estimate(trials, 20, "cpu", 20)

@@ -17,7 +17,6 @@ import search.worker
 from search import make_pruner, run_search
 from search.algorithms import JUDGE_AMONG
 from search.driver import open_study
-from search.pruning import AUGMENT_BAND_EDGES
 from spaces import get_space
 from spaces.errors import UserError
 from tests.conftest import small_search
@@ -156,38 +155,6 @@ def test_peers_pruner_judges_only_against_the_same_schedule():
     study.pruner = make_pruner("peers", 10, 2, keep=1 / 3)
     assert stopped("none", [0.96, 0.9751])  # not in their top third (above 0.9767)
     assert not stopped("none", [0.96, 0.977])
-
-
-def test_peers_pruner_holds_augmented_trials_only_to_peers_augmented_alike():
-    """Augmentation holds the first epochs back: a heavily augmented trial is not judged by an
-    unaugmented curve, only by curves of its own band, wherever in the band they fall."""
-    study = optuna.create_study(direction="maximize", pruner=make_pruner("peers", 10, 1, keep=0.5))
-    space = {
-        "schedule": optuna.distributions.CategoricalDistribution(["none"]),
-        "augment": optuna.distributions.FloatDistribution(0.0, 1.0),
-    }
-
-    def completed(augment: float, curve: list[float]) -> None:
-        study.add_trial(optuna.trial.create_trial(
-            state=TrialState.COMPLETE, value=curve[-1], params={"schedule": "none", "augment": augment},
-            distributions=space, intermediate_values=dict(enumerate(curve, start=1)),
-        ))  # fmt: skip
-
-    def stopped(augment: float, curve: list[float]) -> bool:
-        study.enqueue_trial({"schedule": "none", "augment": augment})
-        trial = study.ask(space)
-        for epoch, accuracy in enumerate(curve, start=1):
-            trial.report(accuracy, epoch)
-        return trial.should_prune()
-
-    completed(0.0, [0.98, 0.99])
-    edge = AUGMENT_BAND_EDGES[0]
-    assert stopped(edge / 2, [0.97])  # light: judged by the unaugmented curve
-    assert not stopped(edge, [0.90])  # heavy, the first of its band: it trains to the end
-    completed(0.9, [0.95, 0.995])
-    assert stopped(edge, [0.94])  # now held to the heavy curve, not the light one
-    assert not stopped(0.5, [0.96])
-    assert stopped(0.1, [0.96])  # the light band's bar is unchanged
 
 
 def test_peers_pruner_reads_onecycle_curves_at_the_same_share_of_the_run():
