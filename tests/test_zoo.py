@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -158,3 +159,21 @@ def test_the_frontier_table_says_which_rows_came_from_a_warm_start():
     table, page = frontier_table(warm), frontier_html(warm, include_plotlyjs=False)
     assert "| gap_cnn-p4999 trial 2 (warm start: a/<b>.json) |" in table  # a '|' would split the cell
     assert "(warm start: a|&lt;b&gt;.json)" in page
+
+
+def test_the_frontier_plot_has_room_for_every_point_and_claim_label():
+    """Plotly's autorange leaves labels out: the axes must hold every claim with its label above
+    it and every row's error bar, and each claim's label names its size and how it was measured."""
+    from search.frontier_view import REFERENCES, frontier_figure
+
+    row = {"budget": 2000, "params": 300, "epochs": 20, "test_mean": 0.97, "test_std": 0.004, "seeds": [0],
+           "device": "cpu", "precision": "fp32", "search_seconds": 1.0, "retrain_seconds": 1.0,
+           "study": "s", "trial": 0}  # fmt: skip
+    figure = frontier_figure({"space": "gap_cnn", "rows": [row, row | {"budget": 50_000, "params": 40_000}]})
+    low_x, high_x = figure.layout.xaxis.range
+    low_y, high_y = figure.layout.yaxis.range
+    assert low_x < math.log10(300) and high_x > math.log10(40_000)  # a log axis's range is in decades
+    assert low_y < 100 * (0.97 - 0.004) and high_y > 100 * max(accuracy for _, accuracy, _ in REFERENCES)
+    claims = figure.data[1]
+    assert claims.textposition == "top center"
+    assert list(claims.text) == [f"{size:,}: {how}" for size, _, how in REFERENCES]
