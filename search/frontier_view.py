@@ -98,11 +98,13 @@ def frontier_figure(frontier: dict[str, Any]) -> Any:
         textposition="top center", textfont={"size": 10}, name="public claims (how each was measured)",
     ))  # fmt: skip
     sizes = [p for p, _, _ in REFERENCES] + [r["params"] for r in rows]
-    accuracies = [100 * a for _, a, _ in REFERENCES] + [100 * (r["test_mean"] - r["test_std"]) for r in rows]
+    claimed = [100 * a for _, a, _ in REFERENCES]
+    lows = claimed + [100 * (r["test_mean"] - r["test_std"]) for r in rows]
+    highs = claimed + [100 * (r["test_mean"] + r["test_std"]) for r in rows]
     # Plotly's autorange leaves out text: room for the labels, half a decade either side and a
     # tenth of a point above.
     x_range = [math.log10(min(sizes)) - 0.5, math.log10(max(sizes)) + 0.5]
-    y_range = [min(accuracies) - 0.05, max(100 * a for _, a, _ in REFERENCES) + 0.1]
+    y_range = [min(lows) - 0.05, max(highs) + 0.1]
     figure.update_layout(
         xaxis={"type": "log", "title": "parameters", "range": x_range},
         yaxis={"title": "test accuracy (%)", "range": y_range},
