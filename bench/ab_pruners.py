@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -36,11 +37,27 @@ from search.results import ranked_trials, training_effort
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_study(args: argparse.Namespace, arm: str, seed: int, folder: Path, threads: int, tree: Path) -> dict:
+def parse_arm(arm: str) -> tuple[str, str, str, list[str]]:
+    """``[REV@]PRUNER:EPOCH[:KEEP]`` as (revision, or "" for this tree; pruner; epoch; [keep])."""
     revision, _, setting = arm.rpartition("@")
     pruner, prune_from, *keep = setting.split(":")
-    name = f"{revision + '-' if revision else ''}{pruner}{prune_from}{'k' + keep[0] if keep else ''}-s{seed}"
-    storage = f"sqlite:///{folder}/{name}.db"
+    return revision, pruner, prune_from, keep
+
+
+def revision_slug(revision: str) -> str:
+    """A revision as part of a file name: it may hold '/' ('origin/main')."""
+    return re.sub(r"[^A-Za-z0-9.]+", "_", revision)
+
+
+def study_file(arm: str, seed: int) -> str:
+    revision, pruner, prune_from, keep = parse_arm(arm)
+    prefix = f"{revision_slug(revision)}-" if revision else ""
+    return f"{prefix}{pruner}{prune_from}{'k' + keep[0] if keep else ''}-s{seed}.db"
+
+
+def run_study(args: argparse.Namespace, arm: str, seed: int, folder: Path, threads: int, tree: Path) -> dict:
+    _, pruner, prune_from, keep = parse_arm(arm)
+    storage = f"sqlite:///{folder}/{study_file(arm, seed)}"
     command = [
         sys.executable, "-m", "search.cli", "--space", args.space, "--trials", str(args.trials),
         "--epochs", str(args.epochs), "--train-subset", str(args.train_subset), "--val-size", str(args.val_size),
@@ -111,17 +128,17 @@ def main() -> None:
         if args.keep_studies:
             args.keep_studies.mkdir(parents=True, exist_ok=True)
             folder = args.keep_studies
-        revisions = {arm.rpartition("@")[0] for arm in args.arms} - {""}
-        trees = {revision: Path(tmp) / f"tree-{revision}" for revision in revisions}
+        revisions = {parse_arm(arm)[0] for arm in args.arms} - {""}
+        trees = {revision: Path(tmp) / f"tree-{revision_slug(revision)}" for revision in revisions}
         for revision, tree in trees.items():
             subprocess.run(["git", "worktree", "add", "--detach", str(tree), revision], cwd=REPO, check=True)
+
+        def run(arm_seed: tuple[str, int]) -> dict:
+            arm, seed = arm_seed
+            return run_study(args, arm, seed, folder, threads, trees.get(parse_arm(arm)[0], REPO))
+
         try:
-            rows = list(
-                pool.map(
-                    lambda run: run_study(args, *run, folder, threads, trees.get(run[0].rpartition("@")[0], REPO)),
-                    runs,
-                )
-            )
+            rows = list(pool.map(run, runs))
         finally:
             for tree in trees.values():
                 subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO, check=True)

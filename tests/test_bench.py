@@ -175,3 +175,13 @@ def test_space_budgets_counts_configs_over_each_budget():
     assert small["budget"] == 1999 and small["samples"] == 30 and 0 < small["over_budget"] < 1  # under 2,000
     assert capped["budget"] == 19_999  # held to the family cap
     assert capped["fitting_median_params"] <= 19_999 and small["fitting_median_params"] <= 1999
+
+
+def test_ab_pruner_arms_name_a_revision_and_get_distinct_safe_file_names():
+    ab = _load("ab_pruners")
+    assert ab.parse_arm("peers:1") == ("", "peers", "1", [])
+    assert ab.parse_arm("origin/main@median:4:0.5") == ("origin/main", "median", "4", ["0.5"])
+    arms = ("peers:1", "a6be49b@peers:1", "origin/main@peers:1", "peers:1:0.5")
+    files = {ab.study_file(arm, 0) for arm in arms}
+    assert len(files) == 4 and not any("/" in name for name in files)
+    assert ab.study_file("origin/main@peers:1", 3) == "origin_main-peers1-s3.db"
