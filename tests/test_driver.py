@@ -17,6 +17,7 @@ import search.worker
 from search import make_pruner, run_search
 from search.algorithms import JUDGE_AMONG
 from search.driver import open_study
+from search.pruning import PeerPruner
 from spaces import get_space
 from spaces.errors import UserError
 from tests.conftest import small_search
@@ -144,7 +145,7 @@ def test_peers_pruner_judges_only_against_the_same_schedule():
     completed("none", [0.96, 0.97, 0.98])  # the seed baseline: constant rate
     assert not stopped("none", [0.10])  # epoch 1: before the first judging epoch
     assert stopped("none", [0.95, 0.965])  # below its one peer at epoch 2
-    assert not stopped("onecycle", [0.10, 0.20])  # no onecycle peer: not held to the constant-rate curve
+    assert not stopped("onecycle", [0.90, 0.92])  # no onecycle peer: not held to the constant-rate curve
     completed("onecycle", [0.90, 0.94, 0.99])
     assert not stopped("onecycle", [0.91, 0.945])  # now judged against its own schedule's curve
     assert stopped("onecycle", [0.85, 0.93])
@@ -189,6 +190,45 @@ def test_peers_pruner_reads_onecycle_curves_at_the_same_share_of_the_run():
     completed("none", [0.96, 0.97, 0.98])
     assert stopped("none", 20, [0.95])  # a constant rate: epoch 1 against epoch 1
     assert not stopped("none", 20, [0.961])
+
+
+def test_peers_pruner_holds_every_trial_to_a_floor_across_schedules():
+    """One poor peer sets a bar anyone passes, and the first of a schedule has none: every trial is
+    also stopped when its error is more than FLOOR_ERROR_RATIO times the median error of all the
+    completed curves at the same share of the run, whatever their schedules."""
+    study = optuna.create_study(direction="maximize", pruner=make_pruner("peers", 20, 1, keep=0.5))
+    space = {
+        "schedule": optuna.distributions.CategoricalDistribution(["none", "step", "onecycle"]),
+        "epochs": optuna.distributions.IntDistribution(1, 20),
+    }
+
+    def completed(schedule: str, curve: list[float]) -> None:
+        study.add_trial(optuna.trial.create_trial(
+            state=TrialState.COMPLETE, value=curve[-1], params={"schedule": schedule, "epochs": len(curve)},
+            distributions=space, intermediate_values=dict(enumerate(curve, start=1)),
+        ))  # fmt: skip
+
+    def stopped(schedule: str, epochs: int, curve: list[float]) -> bool:
+        study.enqueue_trial({"schedule": schedule, "epochs": epochs})
+        trial = study.ask(space)
+        for epoch, accuracy in enumerate(curve, start=1):
+            trial.report(accuracy, epoch)
+        return trial.should_prune()
+
+    completed("none", [0.96, 0.97, 0.98, 0.985])
+    # The first step trial: no peer of its schedule, so only the floor, 3 x the 0.03 error at epoch 2.
+    assert not stopped("step", 4, [0.90, 0.911])
+    assert stopped("step", 4, [0.90, 0.909])
+    # At the same share of the run: epoch 2 of 8 is epoch 1 of the 4-epoch curve (error 0.04).
+    assert not stopped("step", 8, [0.85, 0.881])
+    assert stopped("step", 8, [0.85, 0.879])
+    completed("onecycle", [0.50, 0.60, 0.70, 0.80])  # a poor peer: it alone would let 0.81 go on
+    completed("none", [0.97, 0.98, 0.99, 0.995])
+    # The median error at epoch 4 of the three curves is 0.015: the floor is 0.045, above the peer's bar.
+    assert stopped("onecycle", 4, [0.70, 0.80, 0.90, 0.95])
+    assert not stopped("onecycle", 4, [0.70, 0.80, 0.90, 0.96])
+    study.pruner = PeerPruner(1, 0.5, floor_ratio=0)  # off: the poor peer's bar alone
+    assert not stopped("onecycle", 4, [0.70, 0.80, 0.90, 0.81])
 
 
 def test_no_trial_is_pruned_after_its_last_epoch(tmp_path, data_dir, monkeypatch):
