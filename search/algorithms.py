@@ -37,7 +37,8 @@ def make_pruner(
 ) -> optuna.pruners.BasePruner:
     """Epochs are the pruning steps; ``max_epochs`` is the study's epoch cap. The peers pruner
     (search.pruning) judges a trial from ``prune_from_epoch`` (default 1) on against the completed
-    trials of its schedule, keeping the best ``keep`` share; the median pruner judges from epoch 4
+    trials of its schedule, keeping the best ``keep`` share, and holds every trial to a floor across
+    schedules; the median pruner judges from epoch 4
     on, and only against the median of at least ``JUDGE_AMONG`` completed trials that trained that
     far."""
     if name == "peers":

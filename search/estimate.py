@@ -51,7 +51,7 @@ class Pruning:
 
     first_judged_epoch: int = 4
     complete_share: float = 0.25  # of the trials it judges
-    by_schedule: bool = False  # the first trial of each lr schedule goes unjudged (search.pruning)
+    by_schedule: bool = False  # the first of each lr schedule meets only the floor (search.pruning)
     keep: float | None = None  # the peers pruner's share kept
 
     @classmethod

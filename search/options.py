@@ -60,7 +60,8 @@ class SearchOptions:
         metadata=flag(
             "--pruner",
             choices=PRUNERS,
-            help="peers: judged against the completed trials of the same lr schedule from the first trial; "
+            help="peers: judged against the completed trials of the same lr schedule from the first trial, "
+            "and held to a floor across schedules; "
             "median: Optuna's, once 8 trials trained that far; or Optuna's hyperband, sha, none",
         ),
     )

@@ -24,7 +24,7 @@ the end at 94-98.8% while the warm starts reached 99.3% (docs/benchmarks.md). So
 also held to a floor that spans schedules: stopped when its error (the shortfall from a perfect
 score) is more than ``FLOOR_ERROR_RATIO`` times the median error of all completed curves at the
 same share of the run. The ratio is loose on purpose: across schedules a curve's shape differs, and
-a StepLR run before its step can sit at 2.5 times a finished curve's error and still win.
+a StepLR run before its step can sit well behind a finished curve and still win.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from optuna.trial import FrozenTrial, TrialState
 SCHEDULE_KEY = "schedule"  # a config without one is judged against every completed trial
 EPOCHS_KEY = "epochs"
 BY_SHARE_OF_RUN = frozenset({"onecycle"})  # schedules whose rate follows the share of the run done
-# The searched 8k winner (StepLR) had 2.5x a finished curve's error just before its rate stepped.
+# Loose: the searched 8k winner (StepLR) had 2.5x the seed curve's error just before its rate stepped.
 FLOOR_ERROR_RATIO = 3.0
 
 
