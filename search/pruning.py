@@ -86,7 +86,8 @@ class PeerPruner(optuna.pruners.BasePruner):
         if not errors:
             return False
         own_error = 1 - best if maximize else best
-        return own_error > self.floor_ratio * _quantile(errors, 0.5)
+        floor = self.floor_ratio * _quantile(errors, 0.5)
+        return floor > 0 and own_error > floor  # a ratio to a perfect score tells nothing
 
 
 def _peer_epoch(trial: FrozenTrial, peer: FrozenTrial, step: int) -> float:

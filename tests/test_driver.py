@@ -229,6 +229,10 @@ def test_peers_pruner_holds_every_trial_to_a_floor_across_schedules():
     assert not stopped("onecycle", 4, [0.70, 0.80, 0.90, 0.96])
     study.pruner = PeerPruner(1, 0.5, floor_ratio=0)  # off: the poor peer's bar alone
     assert not stopped("onecycle", 4, [0.70, 0.80, 0.90, 0.81])
+    study.pruner = make_pruner("peers", 20, 1, keep=0.5)
+    for _ in range(4):  # 4 of the 7 curves: a perfect median, and no ratio to hold a trial to
+        completed("none", [1.0, 1.0, 1.0, 1.0])
+    assert not stopped("step", 4, [0.5])
 
 
 def test_no_trial_is_pruned_after_its_last_epoch(tmp_path, data_dir, monkeypatch):
