@@ -14,6 +14,7 @@ Studies with the same seed start from the same trials; they part ways once pruni
 Besides epochs, seconds and the best three, each study reports the training seconds it took to
 first hold a trial at ``--to`` validation accuracy, and its best within the first ``--at``
 training seconds (default: the shortest study's total), trials taken in the order they ended.
+``--max-params`` gives every study a frontier's budget, under which the seed config may not fit.
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ def run_study(args: argparse.Namespace, arm: str, seed: int, folder: Path, threa
     ]  # fmt: skip
     if args.data_dir:
         command += ["--data-dir", args.data_dir]
+    if args.max_params:
+        command += ["--max-params", str(args.max_params)]
     env = os.environ | {"OMP_NUM_THREADS": str(threads), "MNIST_SEARCH_THREADS": str(threads)}
     subprocess.run(command, cwd=tree, env=env, check=True, capture_output=True)
     study = optuna.load_study(study_name="ab", storage=storage)
@@ -104,6 +107,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=10, help="epoch cap per trial")
     p.add_argument("--train-subset", type=int, default=10_000)
     p.add_argument("--val-size", type=int, default=10_000)
+    p.add_argument("--max-params", type=int, help="parameter budget, as a frontier study's (default: the family cap)")
     p.add_argument(
         "--arms",
         nargs="+",

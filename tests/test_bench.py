@@ -129,6 +129,20 @@ def test_pruner_ab_runs_real_studies(tmp_path):
     assert sorted(p.name for p in (tmp_path / "studies").glob("*.db")) == ["median2-s0.db", "peers1k0.5-s0.db"]
 
 
+def test_pruner_ab_passes_a_parameter_budget_on(tmp_path):
+    """A frontier's small budget puts the seed config over it: the A/B must measure that case too."""
+    out = subprocess.run(
+        [sys.executable, "bench/ab_pruners.py", "--space", "ffn", "--trials", "2", "--epochs", "2",
+         "--train-subset", "500", "--val-size", "500", "--max-params", "50000", "--arms", "peers:1", "--seeds", "0",
+         "--device", "cpu", "--data-dir", str(DATA_DIR), "--out", str(tmp_path / "ab.json")],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    (row,) = json.loads((tmp_path / "ab.json").read_text())
+    assert len(row["timeline"]) == 2
+    assert row["timeline"][0][1] is None  # the seed config (53,962 parameters): over budget, never trained
+
+
 def test_estimate_replay_compares_each_estimate_with_the_time_the_rest_took(tmp_path):
     replay = _load("replay_estimate")
     study = _recorded_study(make_pruner("peers", 10, 2))
