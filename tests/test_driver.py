@@ -222,7 +222,7 @@ def test_peers_pruner_holds_every_trial_to_a_floor_across_schedules():
     # At the same share of the run: epoch 2 of 8 is epoch 1 of the 4-epoch curve (error 0.04).
     assert not stopped("step", 8, [0.85, 0.881])
     assert stopped("step", 8, [0.85, 0.879])
-    completed("onecycle", [0.50, 0.60, 0.70, 0.80])  # a poor peer: it alone would let 0.81 go on
+    completed("onecycle", [0.50, 0.60, 0.70, 0.80])  # a poor peer: alone, it lets any curve above 0.80 go on
     completed("none", [0.97, 0.98, 0.99, 0.995])
     # The median error at epoch 4 of the three curves is 0.015: the floor is 0.045, above the peer's bar.
     assert stopped("onecycle", 4, [0.70, 0.80, 0.90, 0.95])
