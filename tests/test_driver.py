@@ -158,28 +158,36 @@ def test_peers_pruner_judges_only_against_the_same_schedule():
     assert not stopped("none", [0.96, 0.977])
 
 
-def test_peers_pruner_reads_onecycle_curves_at_the_same_share_of_the_run():
-    """A 20-epoch OneCycle run at epoch 2 has done what a 10-epoch one did at epoch 1; a constant
-    rate is compared epoch for epoch whatever the run's length."""
-    study = optuna.create_study(direction="maximize", pruner=make_pruner("peers", 20, 1, keep=0.5))
-    space = {
-        "schedule": optuna.distributions.CategoricalDistribution(["none", "onecycle"]),
-        "epochs": optuna.distributions.IntDistribution(1, 20),
-    }
+class _PeerStudy:
+    """A study under the peers pruner (from epoch 1, the best half) whose trials hold only a
+    schedule and their epochs: completed curves go in whole, and a trial is asked whether to stop."""
 
-    def completed(schedule: str, curve: list[float]) -> None:
-        study.add_trial(optuna.trial.create_trial(
+    def __init__(self, schedules: list[str]) -> None:
+        self.study = optuna.create_study(direction="maximize", pruner=make_pruner("peers", 20, 1, keep=0.5))
+        self.space = {
+            "schedule": optuna.distributions.CategoricalDistribution(schedules),
+            "epochs": optuna.distributions.IntDistribution(1, 20),
+        }
+
+    def completed(self, schedule: str, curve: list[float]) -> None:
+        self.study.add_trial(optuna.trial.create_trial(
             state=TrialState.COMPLETE, value=curve[-1], params={"schedule": schedule, "epochs": len(curve)},
-            distributions=space, intermediate_values=dict(enumerate(curve, start=1)),
+            distributions=self.space, intermediate_values=dict(enumerate(curve, start=1)),
         ))  # fmt: skip
 
-    def stopped(schedule: str, epochs: int, curve: list[float]) -> bool:
-        study.enqueue_trial({"schedule": schedule, "epochs": epochs})
-        trial = study.ask(space)
+    def stopped(self, schedule: str, epochs: int, curve: list[float]) -> bool:
+        self.study.enqueue_trial({"schedule": schedule, "epochs": epochs})
+        trial = self.study.ask(self.space)
         for epoch, accuracy in enumerate(curve, start=1):
             trial.report(accuracy, epoch)
         return trial.should_prune()
 
+
+def test_peers_pruner_reads_onecycle_curves_at_the_same_share_of_the_run():
+    """A 20-epoch OneCycle run at epoch 2 has done what a 10-epoch one did at epoch 1; a constant
+    rate is compared epoch for epoch whatever the run's length."""
+    peers = _PeerStudy(["none", "onecycle"])
+    completed, stopped = peers.completed, peers.stopped
     completed("onecycle", [0.90, 0.94, 0.96, 0.97, 0.98, 0.985, 0.99, 0.991, 0.992, 0.993])
     assert not stopped("onecycle", 20, [0.50])  # a twentieth of the run: the peer has no reading that early
     assert not stopped("onecycle", 20, [0.50, 0.91])  # a tenth: above the peer's epoch 1 (0.90)
@@ -196,25 +204,8 @@ def test_peers_pruner_holds_every_trial_to_a_floor_across_schedules():
     """One poor peer sets a bar anyone passes, and the first of a schedule has none: every trial is
     also stopped when its error is more than FLOOR_ERROR_RATIO times the median error of all the
     completed curves at the same share of the run, whatever their schedules."""
-    study = optuna.create_study(direction="maximize", pruner=make_pruner("peers", 20, 1, keep=0.5))
-    space = {
-        "schedule": optuna.distributions.CategoricalDistribution(["none", "step", "onecycle"]),
-        "epochs": optuna.distributions.IntDistribution(1, 20),
-    }
-
-    def completed(schedule: str, curve: list[float]) -> None:
-        study.add_trial(optuna.trial.create_trial(
-            state=TrialState.COMPLETE, value=curve[-1], params={"schedule": schedule, "epochs": len(curve)},
-            distributions=space, intermediate_values=dict(enumerate(curve, start=1)),
-        ))  # fmt: skip
-
-    def stopped(schedule: str, epochs: int, curve: list[float]) -> bool:
-        study.enqueue_trial({"schedule": schedule, "epochs": epochs})
-        trial = study.ask(space)
-        for epoch, accuracy in enumerate(curve, start=1):
-            trial.report(accuracy, epoch)
-        return trial.should_prune()
-
+    peers = _PeerStudy(["none", "step", "onecycle"])
+    completed, stopped = peers.completed, peers.stopped
     completed("none", [0.96, 0.97, 0.98, 0.985])
     # The first step trial: no peer of its schedule, so only the floor, 3 x the 0.03 error at epoch 2.
     assert not stopped("step", 4, [0.90, 0.911])
@@ -227,9 +218,9 @@ def test_peers_pruner_holds_every_trial_to_a_floor_across_schedules():
     # The median error at epoch 4 of the three curves is 0.015: the floor is 0.045, above the peer's bar.
     assert stopped("onecycle", 4, [0.70, 0.80, 0.90, 0.95])
     assert not stopped("onecycle", 4, [0.70, 0.80, 0.90, 0.96])
-    study.pruner = PeerPruner(1, 0.5, floor_ratio=0)  # off: the poor peer's bar alone
+    peers.study.pruner = PeerPruner(1, 0.5, floor_ratio=0)  # off: the poor peer's bar alone
     assert not stopped("onecycle", 4, [0.70, 0.80, 0.90, 0.81])
-    study.pruner = make_pruner("peers", 20, 1, keep=0.5)
+    peers.study.pruner = make_pruner("peers", 20, 1, keep=0.5)
     for _ in range(4):  # 4 of the 7 curves: a perfect median, and no ratio to hold a trial to
         completed("none", [1.0, 1.0, 1.0, 1.0])
     assert not stopped("step", 4, [0.5])
