@@ -10,16 +10,25 @@ SAMPLERS = ("tpe", "random", "gp", "cmaes")
 PRUNERS = ("peers", "median", "hyperband", "sha", "none")
 
 
-def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+# Each model-based sampler's own count of trials drawn at random before it models the study.
+STARTUP_TRIALS = {"tpe": 10, "gp": 10, "cmaes": 1}
+
+
+def make_sampler(name: str, seed: int, startup_trials: int | None = None) -> optuna.samplers.BaseSampler:
+    """``startup_trials``: the finished trials (queued ones included) a model-based sampler waits for,
+    drawing at random, before it models the study; None keeps the sampler's own count."""
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
+    startup = STARTUP_TRIALS.get(name, 0) if startup_trials is None else startup_trials
     if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
     if name == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+        return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=startup, warn_independent_sampling=False)
     if name == "tpe":
         # multivariate + group model the conditional spaces; constant_liar spreads parallel workers.
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
+        return optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=startup, multivariate=True, group=True, constant_liar=True
+        )
     raise ValueError(f"unknown sampler {name!r}")
 
 

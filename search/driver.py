@@ -96,7 +96,8 @@ def open_study(options: SearchOptions, space: Space, budget: Budget, url: str) -
     }
     if options.target:
         expected["target"] = options.target
-    sampler = make_sampler(options.sampler, options.seed)  # reseeded below, once the study is known
+    # Reseeded below, once the study is known.
+    sampler = make_sampler(options.sampler, options.seed, options.startup_trials)
     # Optuna cannot prune multi-objective studies.
     pruner = make_pruner(
         "none" if options.multi_objective else options.pruner,
@@ -122,7 +123,7 @@ def open_study(options: SearchOptions, space: Space, budget: Budget, url: str) -
             _check_settings(study, expected, directions, url)
     else:
         _record_settings(study, space, options, expected, budget)
-    study.sampler = make_sampler(options.sampler, sampler_seed(options, study))
+    study.sampler = make_sampler(options.sampler, sampler_seed(options, study), options.startup_trials)
     return study
 
 

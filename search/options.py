@@ -8,9 +8,9 @@ import math
 import re
 from dataclasses import asdict, dataclass, field, fields
 
-from search.algorithms import PEERS_FROM_EPOCH, PRUNE_FROM_EPOCH, PRUNE_KEEP, PRUNERS, SAMPLERS
+from search.algorithms import PEERS_FROM_EPOCH, PRUNE_FROM_EPOCH, PRUNE_KEEP, PRUNERS, SAMPLERS, STARTUP_TRIALS
 from search.data import DATA_ENV
-from search.flags import MAX_SEED, flag, positive_float, positive_int
+from search.flags import MAX_SEED, flag, non_negative_int, positive_float, positive_int
 from search.profile import PRECISIONS
 from search.storage import ARTIFACTS_DIR, MAX_HEARTBEAT_S, Heartbeat, default_storage
 from spaces import SPACES, Budget, Space, get_space, known_names
@@ -55,6 +55,17 @@ class SearchOptions:
         default=None, metadata=flag("--study-name", help="study name (default: the space, plus any budget flags)")
     )
     sampler: str = field(default="tpe", metadata=flag("--sampler", choices=SAMPLERS, help="Optuna sampler"))
+    startup_trials: int | None = field(
+        default=None,
+        metadata=flag(
+            "--startup-trials",
+            type=non_negative_int,
+            help="tpe, gp, cmaes: finished trials, the seed baseline's included, drawn at random before the "
+            "sampler models the study (default: the sampler's own: "
+            + ", ".join(f"{n} for {name}" for name, n in STARTUP_TRIALS.items())
+            + ")",
+        ),
+    )
     pruner: str = field(
         default="peers",
         metadata=flag(
@@ -249,6 +260,10 @@ class SearchOptions:
             )
         if self.sampler not in SAMPLERS:
             raise UserError(f"unknown sampler {self.sampler!r}; choose one of: {', '.join(SAMPLERS)}")
+        if self.startup_trials is not None and self.sampler == "random":
+            raise UserError("--startup-trials does nothing under the random sampler; drop it, or pick tpe, gp or cmaes")
+        if self.startup_trials is not None and not 0 <= self.startup_trials <= MAX_TRIALS:
+            raise UserError(f"--startup-trials must be between 0 and {MAX_TRIALS:,}, got {self.startup_trials}")
         if self.pruner not in PRUNERS:
             raise UserError(f"unknown pruner {self.pruner!r}; choose one of: {', '.join(PRUNERS)}")
         if not 0 < self.prune_keep <= 1:  # NaN fails too

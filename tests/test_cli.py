@@ -197,8 +197,8 @@ def test_workers_receive_every_option_whole():
     from search import Heartbeat, SearchOptions
 
     options = SearchOptions(
-        space="gap_cnn", trials=7, storage="x.journal", study_name="s", sampler="random", pruner="sha", seed=3,
-        prune_from_epoch=3, prune_keep=0.25, timeout=5.0, max_epochs=4, max_params=9000,
+        space="gap_cnn", trials=7, storage="x.journal", study_name="s", sampler="gp", startup_trials=4,
+        pruner="sha", seed=3, prune_from_epoch=3, prune_keep=0.25, timeout=5.0, max_epochs=4, max_params=9000,
         objectives=("accuracy", "params"), data_dir="/d", download=False, device="cpu", precision="fp32",
         target=0.95, warm_start=("a.json", "b#c"), warm_start_top=2, train_subset=100, val_size=50, jobs=3,
         mps=False, worker_index=2, heartbeat=Heartbeat(2, 7), artifacts=None, quiet=True,
@@ -215,8 +215,9 @@ def test_every_flag_of_the_search_comes_from_its_field():
     from search.cli_args import options_from_args
 
     argv = [
-        "--space=gap_cnn", "--trials=7", "--storage=x.journal", "--study-name=-s", "--sampler=random", "--pruner=sha",
-        "--prune-from-epoch=3", "--prune-keep=0.25", "--seed=3", "--timeout=5", "--max-epochs=4", "--max-params=9000",
+        "--space=gap_cnn", "--trials=7", "--storage=x.journal", "--study-name=-s", "--sampler=gp", "--startup-trials=4",
+        "--pruner=sha", "--prune-from-epoch=3", "--prune-keep=0.25", "--seed=3", "--timeout=5", "--max-epochs=4",
+        "--max-params=9000",
         "--objectives", "accuracy", "params", "--data-dir=/d", "--no-download", "--device=cpu", "--precision=fp32",
         "--target=0.95", "--warm-start", "a.json", "b#c", "--warm-start-top=2", "--train-subset=100",
         "--val-size=50", "--jobs=3", "--no-mps", "--heartbeat=2", "--artifacts=", "--quiet",

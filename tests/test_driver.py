@@ -50,6 +50,14 @@ def test_rerun_resumes_the_same_study(tmp_path, data_dir):
     assert sum(bool(t.user_attrs.get("baseline")) for t in again.trials) == 1
 
 
+def test_startup_trials_reach_the_sampler_and_default_to_its_own(tmp_path, data_dir):
+    for sampler, asked, drawn in (("tpe", 3, 3), ("tpe", None, 10), ("gp", 0, 0), ("cmaes", 4, 4), ("cmaes", None, 1)):
+        opts = options(tmp_path, data_dir, sampler=sampler, startup_trials=asked, study_name=f"{sampler}-{asked}")
+        space, budget = opts.validate()
+        study = open_study(opts, space, budget, opts.storage_url())
+        assert study.sampler._n_startup_trials == drawn  # Optuna keeps the count private
+
+
 def test_over_budget_config_is_infeasible_without_a_training_step(tmp_path, data_dir, monkeypatch, recwarn):
     calls = []
     real_train = search.run.train
