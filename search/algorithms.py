@@ -33,9 +33,8 @@ def make_sampler(name: str, seed: int, startup_trials: int | None = None) -> opt
 
 
 PRUNE_FROM_EPOCH = 4  # the median pruner's
-# The peers pruner's (the default): judged from the first epoch, the best third goes on. A whole
-# 100-trial gap_cnn study on the 2-core CPU took 44 min with these, best validation 99.39%; with
-# epoch 2 and the top half, 71 trials in 92 min, best 99.35% (docs/benchmarks.md).
+# The peers pruner's (the default): judged from the first epoch, the best third goes on; whole
+# studies with these against epoch 2 and the top half are in docs/benchmarks.md.
 PEERS_FROM_EPOCH = 1
 PRUNE_KEEP = 0.3333
 JUDGE_AMONG = 8  # completed trials the median pruner needs at an epoch before it judges there
@@ -51,15 +50,13 @@ def make_pruner(
     on, and only against the median of at least ``JUDGE_AMONG`` completed trials that trained that
     far."""
     if name == "peers":
-        # gap_cnn A/B over 5 seeds (bench/ab_pruners.py, docs/benchmarks.md): from epoch 2, 2.28x
-        # fewer training seconds than the median pruner from epoch 4; the best within equal training
-        # time higher in 1 seed, lower in 2, equal in 2.
+        # Against the median pruner: far fewer training seconds for an equal best in equal time
+        # (bench/ab_pruners.py over 5 seeds; docs/benchmarks.md).
         return PeerPruner(PEERS_FROM_EPOCH if prune_from_epoch is None else prune_from_epoch, keep)
     if name == "median":
-        # Epoch 4: OneCycle and augmented trials start slow and finish strong. Replaying seven
-        # recorded H100 studies (bench/replay_pruners.py) said epoch 2 would save 1.19-1.46x and
-        # keep every best trial, but real A/B studies (bench/ab_pruners.py), where pruning also
-        # steers the sampler, found a lower best in 4 of 6 seeds and a better one in none.
+        # Epoch 4: OneCycle and augmented trials start slow and finish strong. Replays of recorded
+        # studies favoured epoch 2, but real A/B studies, where pruning also steers the sampler,
+        # found a lower best with it (docs/benchmarks.md).
         warmup = PRUNE_FROM_EPOCH if prune_from_epoch is None else prune_from_epoch
         # Count curves at the epoch (n_min_trials), not completed trials (n_startup_trials):
         # over-budget trials complete without training, and one curve would judge every trial.

@@ -50,8 +50,7 @@ class DeviceProfile:
             precision=precision,
             channels_last=channels_last and (device.type == "cuda" or precision == "bf16"),
             cuda_graph=cuda_graph and device.type == "cuda",
-            # On the CPU, a smaller chunk's activations stay in cache: GAP CNNs evaluated 1.3-2.8x faster in
-            # chunks of 512 than of 2048 (docs/benchmarks.md).
+            # On the CPU, a smaller chunk's activations stay in cache (chunk sizes timed in docs/benchmarks.md).
             eval_chunk=8192 if device.type == "cuda" else 512,
         )
 

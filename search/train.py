@@ -1,9 +1,5 @@
 """The one training loop: every family, every trial, every retrain goes through ``train``.
-
-Measured on one H100 (2026-11-23, docs/benchmarks.md, docs/results.md): seed 004's 14,320-parameter
-GAP CNN trains at 0.29 s per 58k-image epoch at batch 128 (8.1x a 4-worker DataLoader loop in the
-same run), and the best gap_cnn config found (19,198 parameters, 12 epochs) reaches 99.58% +- 0.02%
-test accuracy over 3 seeds; in the search that trial took 3.5 s, validation included.
+Its speed against a DataLoader loop, per device, is in docs/benchmarks.md.
 
 The dataset lives on the device as uint8; each step gathers a batch by index, augments it
 (optionally, as batched tensor ops) and standardises it. The step loop never syncs with the host:
