@@ -1,8 +1,7 @@
 """How long the rest of a study takes on this device: epochs still to train × seconds per epoch.
 
-Seconds per epoch come from what this device measured: the last ``RECENT_TIMED`` finished trials
-that trained on it, and the trial in training, so they hold from the first epoch on and follow the
-sampler's mix of configs as it learns.
+Seconds per epoch come from what this device measured (every finished trial that trained on it,
+and the trial in training), so they hold from the first epoch on.
 
 Epochs still to train come from a model of what the pruner will do, not from an average of the
 trials so far: a study's first trials are its least typical (the seed baseline trains to the end;
@@ -43,7 +42,6 @@ PRIOR_OVER_BUDGET = 0.15
 PRIOR_COMPLETE_FRACTION = 0.7
 PRIOR_PRUNED_EXTRA = 1.0
 RECENT_PRUNED = 20
-RECENT_TIMED = 10
 
 
 @dataclass(frozen=True)
@@ -120,7 +118,6 @@ def estimate(
         trials = [_as_stored(t, just_finished) if t.number == just_finished.number else t for t in trials]
     finished = [t for t in trials if t.state in FINISHED]
     timed = [t for t in finished if t.user_attrs.get("device") == device and t.user_attrs.get("epochs_run")]
-    timed = timed[-RECENT_TIMED:]
     seconds = sum(t.user_attrs.get("seconds", 0.0) for t in timed)
     epochs = sum(t.user_attrs["epochs_run"] for t in timed)
     if running is not None:

@@ -34,7 +34,6 @@ from search.estimate import (
     PRIOR_OVER_BUDGET,
     PRIOR_PRUNED_EXTRA,
     PRIOR_TRIALS,
-    RECENT_TIMED,
     Ended,
     Pruning,
     Running,
@@ -252,17 +251,6 @@ def test_the_estimate_is_epochs_left_times_this_devices_seconds_per_epoch():
     first_epoch = estimate([], total=5, device="cpu", max_epochs=20, running=Running(3.0, 1))
     assert first_epoch.seconds_per_epoch == 3.0 and first_epoch.remaining_seconds > 0
     assert format_duration(3725) == "1:02:05" and format_duration(65) == "1:05"
-
-
-def test_the_estimate_times_epochs_by_the_recent_trials_as_the_samplers_mix_moves():
-    slow_first = [_trial(TrialState.PRUNED, 1, 20.0) for _ in range(20)]
-    recent = [_trial(TrialState.PRUNED, 1, 5.0) for _ in range(RECENT_TIMED)]
-    for number, trial in enumerate([*slow_first, *recent]):
-        trial.number = number
-    guess = estimate([*slow_first, *recent], 60, "cpu", 20, pruning=Pruning(1, 0.1))
-    assert guess.seconds_per_epoch == pytest.approx(5.0)
-    running = estimate([*slow_first, *recent], 60, "cpu", 20, running=Running(30.0, 1), pruning=Pruning(1, 0.1))
-    assert running.seconds_per_epoch == pytest.approx((5.0 * RECENT_TIMED + 30.0) / (RECENT_TIMED + 1))
 
 
 def test_the_estimate_learns_the_studys_own_pruning_and_sees_a_trial_just_ended():
