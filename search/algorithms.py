@@ -19,17 +19,17 @@ def make_sampler(name: str, seed: int, startup_trials: int | None = None) -> opt
     drawing at random, before it models the study; None keeps the sampler's own count."""
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    startup = STARTUP_TRIALS.get(name, 0) if startup_trials is None else startup_trials
+    if name not in STARTUP_TRIALS:
+        raise ValueError(f"unknown sampler {name!r}")
+    startup = STARTUP_TRIALS[name] if startup_trials is None else startup_trials
     if name == "gp":
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
     if name == "cmaes":
         return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=startup, warn_independent_sampling=False)
-    if name == "tpe":
-        # multivariate + group model the conditional spaces; constant_liar spreads parallel workers.
-        return optuna.samplers.TPESampler(
-            seed=seed, n_startup_trials=startup, multivariate=True, group=True, constant_liar=True
-        )
-    raise ValueError(f"unknown sampler {name!r}")
+    # multivariate + group model the conditional spaces; constant_liar spreads parallel workers.
+    return optuna.samplers.TPESampler(
+        seed=seed, n_startup_trials=startup, multivariate=True, group=True, constant_liar=True
+    )
 
 
 PRUNE_FROM_EPOCH = 4  # the median pruner's
