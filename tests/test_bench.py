@@ -180,6 +180,19 @@ def test_compare_revisions_times_both_trees_alike(tmp_path):
     assert "base/this" in out.stdout
 
 
+def test_compare_revisions_times_zoo_entries_and_exported_configs(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "bench/compare_revisions.py", "--base", "HEAD", "--zoo", "gap_cnn-2k-cpu", "--configs",
+         "examples/warm-starts/gap_cnn-2k-a.json", "--rounds", "1", "--train-images", "300", "--epochs", "1",
+         "--data-dir", str(DATA_DIR), "--out", str(tmp_path / "r.json")],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert list(saved["results"]) == ["gap_cnn-2k-cpu", "gap_cnn-2k-a"]
+    assert saved["args"]["configs"] == ["examples/warm-starts/gap_cnn-2k-a.json"]
+
+
 def test_space_budgets_counts_configs_over_each_budget():
     out = subprocess.run(
         [sys.executable, "bench/space_budgets.py", "--budgets", "2000", "30000", "--samples", "30"],

@@ -21,6 +21,7 @@ from search.cpu import (
     BF16_MIN_FLOPS,
     FastBatchNorm2d,
     FastDropout,
+    Fp32DepthwiseConv2d,
     cpu_has_native_bf16,
     dropout,
     forward_flops,
@@ -44,6 +45,7 @@ from search.estimate import (
     format_duration,
 )
 from search.profile import DeviceProfile, resolve_precision
+from search.zoo import zoo_entry
 from spaces import get_space
 from spaces.training import TrainSettings
 from tests.conftest import run_cli, small_search
@@ -166,12 +168,54 @@ def test_fast_layers_leave_tensors_on_other_devices_to_pytorch():
     x = torch.ones(256, 12, 13, 13, device="meta").to(memory_format=torch.channels_last)
     assert FastDropout(0.5).train()(x).device.type == "meta"
     assert FastBatchNorm2d(12, device="meta").train()(x).device.type == "meta"
+    depthwise = Fp32DepthwiseConv2d(12, 12, 3, groups=12, device="meta")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert depthwise(x).device.type == "meta"
+
+
+def test_the_cpu_profile_keeps_only_large_depthwise_convs_in_fp32():
+    space, config = get_space("gap_cnn"), dict(zoo_entry("gap_cnn-8k-cpu").config)  # separable
+    # Stage 1's kernel; stage 2's is 3×3, and stage 1's first "depthwise" conv sees one channel.
+    for kernel, in_fp32 in ((3, 0), (5, config["stage1_blocks"] - 1)):
+        model = space.build(config | {"kernel": kernel})
+        prepared = DeviceProfile.resolve(torch.device("cpu"), "bf16", model).prepare(model)
+        assert sum(type(m) is Fp32DepthwiseConv2d for m in prepared.modules()) == in_fp32
+        assert list(prepared.state_dict()) == list(model.state_dict())
+
+
+@pytest.mark.parametrize("padding", [0, "same"])
+def test_fp32_depthwise_conv_computes_in_fp32_inside_a_bf16_step(padding):
+    torch.manual_seed(0)
+    plain = nn.Conv2d(12, 12, 5, padding=padding, groups=12, bias=False)
+    fast = Fp32DepthwiseConv2d.like(plain)
+    x = torch.randn(8, 12, 14, 14).to(torch.bfloat16).to(memory_format=torch.channels_last)
+    grad = torch.randn(8, 12, *plain(x.float()).shape[2:])
+    exact_x, fast_x = x.double().requires_grad_(), x.clone().requires_grad_()
+    exact_weight = plain.weight.detach().double().requires_grad_()
+    exact = nn.functional.conv2d(exact_x, exact_weight, None, 1, padding, 1, 12)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = fast(fast_x)
+        rounded = plain(x)  # PyTorch's conv under autocast: bf16 weights, bf16 out
+    assert out.dtype == torch.float32 and rounded.dtype == torch.bfloat16
+    out.backward(grad), exact.backward(grad.double())
+    torch.testing.assert_close(out.double(), exact, rtol=1e-5, atol=1e-5)
+    assert fast.weight.grad.dtype == torch.float32
+    torch.testing.assert_close(fast.weight.grad.double(), exact_weight.grad, rtol=1e-4, atol=1e-4)
+    assert fast_x.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(fast_x.grad.double(), exact_x.grad, rtol=1e-2, atol=1e-2)
+    assert not torch.allclose(rounded.double(), exact, rtol=1e-5, atol=1e-5)  # what fp32 buys: bf16 is off
+    # Outside autocast it is nn.Conv2d, the same values.
+    y = torch.randn(2, 12, 9, 9)
+    assert torch.equal(fast(y), plain(y))
 
 
 def test_swap_cpu_modules_replaces_every_dropout_and_keeps_the_weights():
     model = nn.Sequential(
-        nn.Linear(4, 4), nn.Dropout(0.25), nn.Sequential(nn.Dropout(0.1), nn.ReLU(), nn.BatchNorm2d(6, momentum=0.2))
-    )
+        nn.Linear(4, 4), nn.Dropout(0.25), nn.Sequential(nn.Dropout(0.1), nn.ReLU(), nn.BatchNorm2d(6, momentum=0.2)),
+        nn.Conv2d(6, 6, 5, groups=6, bias=False), nn.Conv2d(6, 6, 5, padding="same", groups=6),  # 5×5 depthwise
+        nn.Conv2d(6, 6, 3, groups=6), nn.Conv2d(6, 12, 5, groups=6), nn.Conv2d(6, 6, 5, groups=3),  # faster in bf16,
+        nn.Conv2d(1, 1, 5), nn.Conv2d(6, 6, 1),  # or not depthwise
+    )  # fmt: skip
     model[2][2].running_mean.fill_(0.5)
     model.eval()
     state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -179,6 +223,9 @@ def test_swap_cpu_modules_replaces_every_dropout_and_keeps_the_weights():
     kinds = [type(m) for m in model.modules()]
     assert nn.Dropout not in kinds and kinds.count(FastDropout) == 2
     assert kinds.count(FastBatchNorm2d) == 1 and model[2][2].momentum == 0.2 and not model[2][2].training
+    assert [type(m) for m in model[3:]] == [Fp32DepthwiseConv2d] * 2 + [nn.Conv2d] * 5
+    assert model[4].padding == "same" and model[4].bias is not None and model[3].bias is None
+    assert not model[3].training
     assert list(model.state_dict()) == list(state)
     assert [m.p for m in model.modules() if isinstance(m, FastDropout)] == [0.25, 0.1]
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())

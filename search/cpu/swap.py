@@ -5,13 +5,15 @@ from __future__ import annotations
 from torch import nn
 
 from search.cpu.batch_norm import FastBatchNorm2d
+from search.cpu.depthwise import Fp32DepthwiseConv2d, gains_from_fp32
 from search.cpu.dropout import FastDropout
 
 
 def swap_cpu_modules(model: nn.Module) -> nn.Module:
-    """Replace every ``nn.Dropout`` with a ``FastDropout`` of the same p and every
-    ``nn.BatchNorm2d`` with a ``FastBatchNorm2d`` holding the same values (same state_dict keys),
-    in ``model`` itself: ``search.profile`` calls it on its own copy."""
+    """Replace every ``nn.Dropout`` with a ``FastDropout`` of the same p, every ``nn.BatchNorm2d``
+    with a ``FastBatchNorm2d`` and every depthwise ``nn.Conv2d`` of 5×5 or more with an ``Fp32DepthwiseConv2d``
+    holding the same values (same state_dict keys), in ``model`` itself: ``search.profile`` calls
+    it on its own copy."""
     for name, child in model.named_children():
         if type(child) is nn.Dropout:
             setattr(model, name, FastDropout(child.p))
@@ -22,6 +24,8 @@ def swap_cpu_modules(model: nn.Module) -> nn.Module:
             fast.load_state_dict(child.state_dict())
             fast.train(child.training)
             setattr(model, name, fast)
+        elif gains_from_fp32(child):
+            setattr(model, name, Fp32DepthwiseConv2d.like(child))
         else:
             swap_cpu_modules(child)
     return model
