@@ -193,6 +193,16 @@ def test_compare_revisions_times_zoo_entries_and_exported_configs(tmp_path):
     assert saved["args"]["configs"] == ["examples/warm-starts/gap_cnn-2k-a.json"]
 
 
+def test_depthwise_benchmark_times_both_precisions():
+    out = subprocess.run(
+        [sys.executable, "bench/depthwise_fp32.py", "--shapes", "4x6x8x5", "--steps", "1"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    (row,) = (json.loads(line) for line in out.stdout.splitlines())
+    assert row["shape"] == "4x6x8x5" and row["bf16_ms"] > 0 and row["fp32_depthwise_ms"] > 0
+    assert row["ratio"] == pytest.approx(row["bf16_ms"] / row["fp32_depthwise_ms"])
+
+
 def test_space_budgets_counts_configs_over_each_budget():
     out = subprocess.run(
         [sys.executable, "bench/space_budgets.py", "--budgets", "2000", "30000", "--samples", "30"],
