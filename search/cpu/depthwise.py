@@ -3,7 +3,7 @@
 oneDNN's bf16 depthwise kernels at 5×5, their backward above all, are slower than its fp32 ones,
 while a full convolution gains from bf16: the step keeps bf16 everywhere else and does its large
 depthwise convs in fp32. At 3×3 the casts cost more than fp32 saves, so those stay in bf16 (both
-timed in docs/benchmarks.md, "Where a separable net's step goes"). The values are those of an
+timed in docs/benchmarks.md, "The 5×5 depthwise convs in fp32"). The values are those of an
 ``nn.Conv2d`` computed in fp32; the output stays fp32, and autocast casts it for the next op.
 """
 

@@ -11,9 +11,9 @@ from search.cpu.dropout import FastDropout
 
 def swap_cpu_modules(model: nn.Module) -> nn.Module:
     """Replace every ``nn.Dropout`` with a ``FastDropout`` of the same p, every ``nn.BatchNorm2d``
-    with a ``FastBatchNorm2d`` and every depthwise ``nn.Conv2d`` of 5×5 or more with an ``Fp32DepthwiseConv2d``
-    holding the same values (same state_dict keys), in ``model`` itself: ``search.profile`` calls
-    it on its own copy."""
+    with a ``FastBatchNorm2d``, and every depthwise ``nn.Conv2d`` of 5×5 or more with an
+    ``Fp32DepthwiseConv2d``, holding the same values (same state_dict keys), in ``model`` itself:
+    ``search.profile`` calls it on its own copy."""
     for name, child in model.named_children():
         if type(child) is nn.Dropout:
             setattr(model, name, FastDropout(child.p))
