@@ -15,7 +15,7 @@ import search.options
 import search.run
 import search.worker
 from search import make_pruner, run_search
-from search.algorithms import JUDGE_AMONG
+from search.algorithms import JUDGE_AMONG, make_sampler, tpe_good_trials
 from search.driver import open_study
 from search.pruning import PeerPruner
 from spaces import get_space
@@ -56,6 +56,19 @@ def test_startup_trials_reach_the_sampler_and_default_to_its_own(tmp_path, data_
         space, budget = opts.validate()
         study = open_study(opts, space, budget, opts.storage_url())
         assert study.sampler._n_startup_trials == drawn  # Optuna keeps the count private
+
+
+def test_tpe_takes_only_its_best_few_trials_as_good(recwarn):
+    assert [tpe_good_trials(n) for n in (1, 16, 17, 100, 10_000, 100_000)] == [1, 1, 2, 3, 25, 25]
+    sampler = make_sampler("tpe", 0)
+    assert sampler._gamma is tpe_good_trials  # Optuna keeps it private
+    assert not [w for w in recwarn if issubclass(w.category, FutureWarning)]  # its deprecation, silenced
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    uniform = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    for value in [i / 30 for i in range(30)]:
+        study.add_trial(optuna.trial.create_trial(params={"x": value}, distributions=uniform, value=value))
+    good, _ = optuna.samplers._tpe.sampler._split_trials(study, study.trials, sampler._gamma(len(study.trials)))
+    assert [t.number for t in good] == [28, 29]  # Optuna's own rule takes 3 of 30
 
 
 def test_over_budget_config_is_infeasible_without_a_training_step(tmp_path, data_dir, monkeypatch, recwarn):
