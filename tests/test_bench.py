@@ -151,6 +151,21 @@ def test_estimate_replay_compares_each_estimate_with_the_time_the_rest_took(tmp_
     ended = sorted(t.datetime_complete for t in study.trials)
     assert rows[0]["actual_s"] == pytest.approx((ended[-1] - ended[4]).total_seconds(), abs=0.1)
     assert all(r["estimate_s"] > 0 for r in rows)
+    # The study's own constant rate: the same seconds for every trial left.
+    per_trial = {round(r["constant_rate_s"] / (40 - r["finished"]), 0) for r in rows}
+    assert len(per_trial) == 1 and per_trial.pop() > 0
+    # The true epochs and pace: the first row's factors against the trials that came after it.
+    rest = sorted(study.trials, key=lambda t: t.datetime_complete)[5:]
+    guess = replay.estimate(sorted(study.trials, key=lambda t: t.datetime_complete)[:5], 40, "cpu", 20,
+                            pruning=replay.Pruning(2, 0.16))  # fmt: skip
+    rest_epochs = sum(t.user_attrs["epochs_run"] for t in rest)
+    rest_seconds = sum(t.user_attrs["seconds"] for t in rest)
+    outside = rows[0]["true_epochs_s"] - rest_epochs * guess.seconds_per_epoch
+    assert outside == pytest.approx(0, abs=0.2)  # the made-up trials take no time outside training
+    assert rows[0]["true_pace_s"] - outside == pytest.approx(
+        guess.epochs_per_trial * 35 * rest_seconds / rest_epochs, abs=0.2
+    )
+    assert replay.within([{"actual_s": 100, "x": x} for x in (69, 71, 129, 131)], "x") == 2
 
 
 def test_trial_overhead_runs_on_cpu(tmp_path):
