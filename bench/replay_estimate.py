@@ -12,8 +12,9 @@ Each row also splits the error into its factors, and gives a ceiling:
 - ``true_epochs_s``: the estimate's seconds per epoch times the epochs the rest really trained;
 - ``true_pace_s``: the estimate's epochs times the seconds per epoch the rest really took;
 - ``constant_rate_s``: the study's own whole-run rates (epochs per sampled trial, seconds per
-  epoch, seconds outside training per trial) times the trials left. No estimate that assumes the
-  study keeps one pace can do better on average: what it misses is the order the trials came in.
+  epoch, seconds outside training per trial) times the trials left: the best case for an estimate that
+  assumes the study keeps one pace, known only in hindsight; what it misses is the order the
+  trials came in.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def replay(study: optuna.Study, pruning: Pruning, start: int, device: str | None
             "finished": done,
             "estimate_s": round(guess.remaining_seconds, 1),
             "actual_s": round(actual, 1),
-            "error": _error(guess.remaining_seconds, actual),
+            "error": round(guess.remaining_seconds / actual - 1, 3) if actual > 0 else None,
             "true_epochs_s": round(rest_epochs * guess.seconds_per_epoch + outside, 1),
             "true_pace_s": round(epochs_guess * _seconds(rest) / max(rest_epochs, 1) + outside, 1),
             "constant_rate_s": round(len(rest) * (whole_epochs_per_trial * whole_pace + whole_outside), 1),
@@ -70,10 +71,6 @@ def within(rows: list[dict], key: str, band: float = 0.3) -> int:
 
 def _seconds(trials: list) -> float:
     return sum(t.user_attrs.get("seconds", 0.0) for t in trials if _epochs(t))
-
-
-def _error(guess: float, actual: float) -> float | None:
-    return round(guess / actual - 1, 3) if actual > 0 else None
 
 
 def main() -> None:
