@@ -12,9 +12,9 @@ Each row also splits the error into its factors, and gives a ceiling:
 - ``true_epochs_s``: the estimate's seconds per epoch times the epochs the rest really trained;
 - ``true_pace_s``: the estimate's epochs times the seconds per epoch the rest really took;
 - ``constant_rate_s``: the study's own whole-run rates (epochs per sampled trial, seconds per
-  epoch, seconds outside training per trial) times the trials left: the best case for an estimate that
-  assumes the study keeps one pace, known only in hindsight; what it misses is the order the
-  trials came in.
+  epoch, seconds outside training per trial) times the trials left: a one-pace estimate told the
+  rates in hindsight. It is a reference, not a bound (another pace can land more points by
+  chance); what it misses is the order the trials came in.
 """
 
 from __future__ import annotations
