@@ -50,7 +50,8 @@ def retrain_command(argv: Sequence[str]) -> int:
     p.add_argument(
         "--search-split",
         action="store_true",
-        help="train on the study's search split and measure validation accuracy (reproduces a trial)",
+        help="train on the study's search split and measure validation accuracy (reproduces a trial); "
+        "a config with no split recorded, such as a warm start, gets a search's default split",
     )
     p.add_argument("--out", default=str(EXPORTS_DIR), help="folder for checkpoints, metrics and reports")
     p.add_argument(

@@ -12,8 +12,10 @@ import hashlib
 import math
 import os
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,6 +31,7 @@ FILES = {
     "test_images": ("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
     "test_labels": ("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"),
 }
+TRAIN_IMAGES = 60_000  # the MD5-checked training file's
 MEAN, STD = 0.1307, 0.3081  # the usual MNIST pixel statistics, as in every seed document
 DOWNLOAD_TIMEOUT_S = 15
 
@@ -66,6 +69,32 @@ class Split:
 
     def as_attrs(self) -> dict[str, int | None]:
         return {"val_size": self.val_size, "split_seed": self.seed, "train_subset": self.train_subset}
+
+    @classmethod
+    def from_attrs(cls, attrs: Any, where: str) -> Split:
+        """The split a loaded record names, in ``as_attrs``'s keys, checked; a record with none (a
+        config written by hand) or a key left empty gets a search's default there."""
+        if attrs is None:
+            return cls()
+        keys = ("val_size", "split_seed", "train_subset")
+        if not isinstance(attrs, Mapping) or not set(attrs) <= set(keys):
+            raise UserError(f"{where}: 'split' must be an object with only the keys {', '.join(keys)}")
+        for key in keys:
+            value = attrs.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise UserError(f"{where}: split.{key} must be a whole number of 0 or more, got {value!r}")
+        default = cls()
+        val_size = default.val_size if attrs.get("val_size") is None else attrs["val_size"]
+        seed = default.seed if attrs.get("split_seed") is None else attrs["split_seed"]
+        subset = attrs.get("train_subset")
+        if not 0 < val_size < TRAIN_IMAGES:
+            raise UserError(f"{where}: split.val_size must be between 1 and {TRAIN_IMAGES - 1:,}, got {val_size}")
+        if seed >= 2**63:
+            raise UserError(f"{where}: split.split_seed must be below 2**63, got {seed}")
+        if subset is not None and not 0 < subset <= TRAIN_IMAGES - val_size:
+            room = TRAIN_IMAGES - val_size
+            raise UserError(f"{where}: split.train_subset must be between 1 and {room:,}, got {subset}")
+        return cls(val_size, seed, subset)
 
 
 def resolve_data_dir(flag: str | None) -> Path:

@@ -13,6 +13,7 @@ import optuna
 import torch
 from torch import nn
 
+from search.data import Split
 from search.files import check_writable_dir, inside, write_text
 from search.results import ranked_trials, study_target
 from search.train import count_params
@@ -127,6 +128,7 @@ def load_record(path: Path, trusted: str | None = None) -> dict[str, Any]:
         space.check_config(record["config"])
     except UserError as error:
         raise UserError(f"{path}: {error}") from None
+    Split.from_attrs(record.get("split"), str(path))  # refused here, before any record trains
     if "epochs" in record and record["epochs"] != record["config"]["epochs"]:
         raise UserError(
             f"{path}: top-level epochs {record['epochs']!r} differs from config.epochs "

@@ -87,10 +87,8 @@ def retrain(
         check_writable_dir(out_dir, "--out")  # before training, not after
     mnist = load_mnist(resolve_data_dir(data_dir), download=download)
     if on_search_split:
-        split = record["split"]
-        train_set, eval_set = split_train_val(
-            mnist.train, Split(split["val_size"], split["split_seed"], split["train_subset"])
-        )
+        where = f"config of {record.get('study', 'a retrain')!r}"
+        train_set, eval_set = split_train_val(mnist.train, Split.from_attrs(record.get("split"), where))
     else:
         train_set, eval_set = mnist.train, mnist.test
     run_device = resolve_device(device)

@@ -11,6 +11,7 @@ Hypothesis found while this harness was written are pinned with ``@example``. Se
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -34,6 +35,7 @@ from optuna.trial import TrialState
 import search.driver
 import search.retrain
 from search.cli import main
+from search.data import TRAIN_IMAGES, Mnist, Tensors
 from search.export import load_record
 from search.redact import split_user_info
 from spaces import get_space
@@ -101,15 +103,28 @@ def checkpoint(tmp_path_factory) -> Path:
     return path
 
 
+@functools.cache
+def blank_mnist() -> Mnist:
+    """MNIST's shapes, all zeros: what a retrain reads its split from, without reading the files."""
+    return Mnist(
+        train=Tensors(
+            torch.zeros(TRAIN_IMAGES, 28, 28, dtype=torch.uint8), torch.zeros(TRAIN_IMAGES, dtype=torch.int64)
+        ),
+        test=Tensors(torch.zeros(10_000, 28, 28, dtype=torch.uint8), torch.zeros(10_000, dtype=torch.int64)),
+    )
+
+
 @pytest.fixture
 def no_long_work(monkeypatch):
-    """Searches and retrains stop where the data would load: the gates before that are what is tested."""
+    """Searches stop where the data would load, retrains where the first model would be built (on
+    blank data, its split carved): the gates before that are what is tested."""
 
     def stop(*args, **kwargs):
         raise UserError(STOP)
 
     monkeypatch.setattr(search.driver, "_load_data", stop)
-    monkeypatch.setattr(search.retrain, "load_mnist", stop)
+    monkeypatch.setattr(search.retrain, "load_mnist", lambda *args, **kwargs: blank_mnist())
+    monkeypatch.setattr(search.retrain.Run, "build", stop)
 
 
 # Values a user might type into any flag: numbers of every size and sign, non-finite floats, text.
@@ -318,17 +333,30 @@ def exported_record(draw):
             del config[key]
         else:
             config[draw(st.text(max_size=6))] = draw(JSON)
-    return {"space": space, "config": config, "train_seed": draw(st.none() | st.integers(-5, 2**70))}
+    record = {"space": space, "config": config, "train_seed": draw(st.none() | st.integers(-5, 2**70))}
+    if draw(st.booleans()):  # an export's split, as written, mutated, or replaced
+        split = {"val_size": 10_000, "split_seed": 0, "train_subset": None}
+        for _ in range(draw(st.integers(0, 2))):
+            split[draw(st.sampled_from([*split, "extra"]))] = draw(JSON | st.integers(-5, 2**70))
+        record["split"] = draw(st.just(split) | JSON)
+    return record
 
 
-@given(record=exported_record())
+@given(record=exported_record(), search_split=st.booleans())
 @settings(max_examples=examples(100))
-@example(record={"space": "gap_cnn", "config": {**get_space("gap_cnn").baselines[0], "width_1": 10**9}})
-@example(record={"space": "ffn", "config": {**FFN, "\r0": None}})  # found by the deep profile: a key broke the line
-def test_an_exported_config_is_refused_in_one_line_or_builds(record, no_long_work, tmp_path):
+@example(
+    record={"space": "gap_cnn", "config": {**get_space("gap_cnn").baselines[0], "width_1": 10**9}}, search_split=False
+)
+@example(
+    record={"space": "ffn", "config": {**FFN, "\r0": None}}, search_split=False
+)  # found by the deep profile: a key broke the line
+@example(record={"space": "ffn", "config": FFN}, search_split=True)  # a warm start has no split: a KeyError once
+@example(record={"space": "ffn", "config": FFN, "split": {"val_size": "10"}}, search_split=True)
+def test_an_exported_config_is_refused_in_one_line_or_builds(record, search_split, no_long_work, tmp_path):
     path = Path(tempfile.mkdtemp(dir=tmp_path)) / "c.json"
     path.write_text(json.dumps(record))
-    code, _, err = run(["retrain", str(path), "--seeds", "0", "--out", str(path.parent / "out")])
+    flags = ["--search-split"] if search_split else []
+    code, _, err = run(["retrain", str(path), "--seeds", "0", "--out", str(path.parent / "out"), *flags])
     assert_clean_ending(code, err)
     assert code == 2  # refused, or stopped where the data would load
     if STOP in err:  # accepted by the gate: it must build, and on the meta device nothing is allocated
