@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from search.augment import random_affine
+from search.averaging import WeightAverage
 from search.data import Tensors, normalise, standardise
 from search.profile import DeviceProfile
 from spaces.errors import UserError
@@ -31,7 +32,7 @@ class Diverged(RuntimeError):
 
 @dataclass
 class TrainResult:
-    model: nn.Module  # the trained module: the profile's copy of the caller's model
+    model: nn.Module  # the trained module: the profile's copy of the caller's model, or with ``ema`` its average
     accuracies: list[float] = field(default_factory=list)  # evaluation accuracy after each epoch
     seconds: float = 0.0  # wall time, evaluation included
     train_seconds: float = 0.0  # training steps only
@@ -74,7 +75,8 @@ def train(
     runs as a CUDA graph after a few eager warm-up steps, in bf16 autocast with channels-last
     weights; on a CPU with native bf16, in bf16 autocast with channels-last weights for models that
     gain from it, with the CPU's fast dropout and batch norm and fused optimizers. The trained
-    weights are in ``result.model``, the profile's copy; ``model`` is left as it was, and
+    weights are in ``result.model``, the profile's copy (with ``settings.ema``, the copy's moving
+    average, which is also what each epoch evaluates); ``model`` is left as it was, and
     ``model.load_state_dict(result.model.state_dict())`` puts them into it (the keys are the same).
 
     ``on_epoch(epoch, accuracy)`` may raise (``optuna.TrialPruned``) to stop early. ``seed`` fixes
@@ -100,6 +102,9 @@ def train(
     autocast = profile.autocast()
     loss_sum = torch.zeros((), device=device)
     rows = profile.row_gather()
+    # Updated after each step, outside a captured graph; the loop evaluates and returns it.
+    averaged = WeightAverage(model, settings.ema) if settings.ema > 0 else None
+    evaluated = model if averaged is None else averaged.module
 
     def step(index: torch.Tensor) -> None:
         x = normalise(rows(train_set.images, index))
@@ -116,7 +121,7 @@ def train(
 
     use_graph = profile.cuda_graph and steps > GRAPH_WARMUP_STEPS
     run_step = None  # the captured graph, once it exists
-    result = TrainResult(model)
+    result = TrainResult(evaluated)
     start = time.perf_counter()
     # A CPU shared with other work: fewer threads while it is busy, the caller's count restored after.
     with profile.core_share() as cores:
@@ -136,6 +141,8 @@ def train(
                 else:
                     optimizer.zero_grad(set_to_none=True)
                     step(index)
+                if averaged is not None:
+                    averaged.update_parameters(model)
                 if settings.schedule == "onecycle":
                     scheduler.step()
             if settings.schedule == "step":
@@ -144,7 +151,7 @@ def train(
             result.train_seconds += time.perf_counter() - epoch_start
             if not math.isfinite(mean_loss):
                 raise Diverged(f"training loss became {mean_loss} in epoch {epoch}")
-            result.accuracies.append(accuracy(model, eval_set, profile))
+            result.accuracies.append(accuracy(evaluated, eval_set, profile))
             result.seconds = time.perf_counter() - start
             if on_epoch is not None:
                 on_epoch(epoch, result.accuracies[-1])

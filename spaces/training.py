@@ -23,6 +23,7 @@ class TrainSettings:
     gamma: float = 0.5
     label_smoothing: float = 0.0
     augment: float = 0.0  # 0 off; 1 = up to ±15° rotation, ±10% shift, ±10% scale
+    ema: float = 0.0  # 0 off; else the decay of a moving average of the weights, evaluated and kept
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> TrainSettings:

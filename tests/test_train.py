@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from search.augment import random_affine
+from search.averaging import WeightAverage
 from search.cpu import FastBatchNorm2d, FastDropout
 from search.data import Tensors
 from search.profile import DeviceProfile
@@ -129,3 +130,42 @@ def test_training_leaves_the_callers_model_as_it_was_and_returns_the_trained_cop
     assert not torch.equal(trained.state_dict()["0.weight"], before["0.weight"])
     model.load_state_dict(trained.state_dict())
     assert accuracy(model, val_set, profile) == pytest.approx(result.accuracy, abs=0.005)
+
+
+def test_a_weight_average_warms_up_then_moves_at_its_decay_and_copies_counters():
+    model = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    with torch.no_grad():
+        model[0].weight.zero_()
+    average = WeightAverage(model, 0.9)
+    average.update_parameters(model)  # the first update copies
+    expected = 0.0
+    for n in range(1, 30):
+        with torch.no_grad():
+            model[0].weight.fill_(float(n))
+        model[1].num_batches_tracked += 1
+        average.update_parameters(model)
+        weight = 1 - min(0.9, n / (9 + n))  # (1 + k) / (10 + k), k updates before this one
+        expected += weight * (n - expected)
+    assert average.module[0].weight[0, 0].item() == pytest.approx(expected, rel=1e-5)
+    assert average.module[1].num_batches_tracked.item() == model[1].num_batches_tracked.item() == 29
+    with pytest.raises(ValueError):
+        WeightAverage(model, 1.0)
+
+
+def test_with_ema_the_loop_evaluates_and_returns_the_average_of_the_same_run(small_split):
+    space = SPACES["gap_cnn"]
+    config = space.baselines[0] | {"epochs": 1, "batch_size": 32}
+    train_set, val_set = small_split
+    subset = Tensors(train_set.images[:512], train_set.labels[:512])
+    results = {}
+    for ema in (0.0, 0.9):
+        torch.manual_seed(0)
+        model = space.build(config)
+        settings = TrainSettings.from_config(config | {"ema": ema})
+        results[ema] = train(model, subset, val_set, settings, profile=on_cpu(model), seed=0)
+    plain, averaged = results[0.0], results[0.9]
+    assert list(averaged.model.state_dict()) == list(plain.model.state_dict())
+    assert not torch.equal(averaged.model.state_dict()["0.weight"], plain.model.state_dict()["0.weight"])
+    # The average is what the epoch measured, and batch norm's statistics came with it.
+    assert accuracy(averaged.model, val_set, on_cpu(averaged.model)) == averaged.accuracy
+    assert not torch.equal(averaged.model.state_dict()["2.running_mean"], plain.model.state_dict()["2.running_mean"])
