@@ -20,13 +20,14 @@ Each row also splits the error into its factors, and gives a ceiling:
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import warnings
 
 import optuna
 
 from search.algorithms import PRUNE_KEEP, make_pruner
-from search.estimate import Pruning, _enqueued, _epochs, _outside_training, estimate
+from search.estimate import Ended, Pruning, _enqueued, _epochs, _outside_training, estimate
 from search.storage import open_storage
 from spaces.states import FINISHED
 
@@ -45,7 +46,9 @@ def replay(study: optuna.Study, pruning: Pruning, start: int, device: str | None
     rows = []
     for done in range(start, len(trials)):
         seen, rest = trials[:done], trials[done:]
-        guess = estimate(seen, len(trials), device, max_epochs, pruning=pruning)
+        stored, ended = as_the_line_saw_it(seen, rest)
+        guess = estimate(stored, len(trials), device, max_epochs, just_finished=ended, pruning=pruning)
+        workers = max(1, sum(t.state == optuna.trial.TrialState.RUNNING for t in stored))  # as the estimate counts them
         if guess is None:
             continue
         actual = (end - seen[-1].datetime_complete).total_seconds()
@@ -57,11 +60,27 @@ def replay(study: optuna.Study, pruning: Pruning, start: int, device: str | None
             "estimate_s": round(guess.remaining_seconds, 1),
             "actual_s": round(actual, 1),
             "error": round(guess.remaining_seconds / actual - 1, 3) if actual > 0 else None,
-            "true_epochs_s": round(rest_epochs * guess.seconds_per_epoch + outside, 1),
-            "true_pace_s": round(epochs_guess * _seconds(rest) / max(rest_epochs, 1) + outside, 1),
-            "constant_rate_s": round(len(rest) * (whole_epochs_per_trial * whole_pace + whole_outside), 1),
+            "true_epochs_s": round((rest_epochs * guess.seconds_per_epoch + outside) / workers, 1),
+            "true_pace_s": round((epochs_guess * _seconds(rest) / max(rest_epochs, 1) + outside) / workers, 1),
+            "constant_rate_s": round(len(rest) * (whole_epochs_per_trial * whole_pace + whole_outside) / workers, 1),
         })  # fmt: skip
     return rows
+
+
+def as_the_line_saw_it(seen: list, rest: list) -> tuple[list, Ended]:
+    """The storage as the progress line of ``seen[-1]`` read it: that trial not yet told, and the
+    trials other workers had in flight (started before it ended) still RUNNING."""
+    last = seen[-1]
+    at = last.datetime_complete
+    in_flight = [t for t in (last, *rest) if t.datetime_start and t.datetime_start < at]
+    running = []
+    for t in in_flight:
+        copied = copy.copy(t)
+        copied.state = optuna.trial.TrialState.RUNNING
+        running.append(copied)
+    infeasible = "infeasible" in last.user_attrs
+    ended = Ended(last.number, last.user_attrs.get("seconds", 0.0), _epochs(last), last.state, infeasible, at)
+    return [*seen[:-1], *running], ended
 
 
 def within(rows: list[dict], key: str, band: float = 0.3) -> int:

@@ -100,6 +100,7 @@ class Ended:
     epochs: int
     state: TrialState
     infeasible: bool = False
+    at: datetime | None = None  # when it ended; None: now (a replay of a recorded study gives its own)
 
 
 def estimate(
@@ -114,6 +115,9 @@ def estimate(
     """The time to finish ``total`` trials, or None before this device has timed an epoch.
     ``running``: the trial in training here; ``just_finished``: one that ended here and is not yet
     in ``trials``; ``pruning``: what to assume of the study's pruner (``Pruning.of(study.pruner)``)."""
+    # Workers sharing the study (--jobs, other hosts) each train one of the trials in flight. Counted
+    # before the trial that just ended here is: its worker goes on to the next.
+    workers = max(1, sum(t.state == TrialState.RUNNING for t in trials))
     if just_finished is not None:  # counted as it will be stored
         trials = [_as_stored(t, just_finished) if t.number == just_finished.number else t for t in trials]
     finished = [t for t in trials if t.state in FINISHED]
@@ -155,8 +159,6 @@ def estimate(
     left_epochs = left_judged * per_trial + unjudged_to_come * (1 - over_share) * complete_epochs
     left_epochs = max(left_epochs - (running.epochs if running else 0), 0.0)
     seconds_per_epoch = seconds / epochs
-    # Workers sharing the study (--jobs, other hosts) each train one of the trials in flight.
-    workers = max(1, sum(t.state == TrialState.RUNNING for t in trials))
     remaining = (left_epochs * seconds_per_epoch + left * _outside_training(finished)) / workers
     return Estimate(seconds_per_epoch, per_trial, remaining)
 
@@ -184,7 +186,7 @@ def _as_stored(trial: FrozenTrial, ended: Ended) -> FrozenTrial:
     stored.user_attrs = trial.user_attrs | {"epochs_run": ended.epochs, "seconds": ended.seconds}
     if ended.infeasible:
         stored.user_attrs["infeasible"] = True
-    stored.datetime_complete = datetime.now()
+    stored.datetime_complete = ended.at or datetime.now()
     return stored
 
 

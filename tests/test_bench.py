@@ -6,9 +6,11 @@ import importlib.util
 import json
 import subprocess
 import sys
+from datetime import datetime, timedelta
 
 import optuna
 import pytest
+from optuna.trial import TrialState, create_trial
 
 from search import make_pruner
 from search.cpu import cpu_has_native_bf16
@@ -166,6 +168,24 @@ def test_estimate_replay_compares_each_estimate_with_the_time_the_rest_took(tmp_
         guess.epochs_per_trial * 35 * rest_seconds / rest_epochs, abs=0.2
     )
     assert replay.within([{"actual_s": 100, "x": x} for x in (69, 71, 129, 131)], "x") == 2
+
+
+def test_the_estimate_replay_sees_the_trials_other_workers_had_in_flight():
+    replay = _load("replay_estimate")
+    start = datetime(2026, 12, 8)
+
+    def trial(number: int, began: int, ended: int):
+        t = create_trial(state=TrialState.COMPLETE, value=0.9, user_attrs={"epochs_run": 1, "seconds": 1.0})
+        t.number = number
+        t.datetime_start, t.datetime_complete = start + timedelta(seconds=began), start + timedelta(seconds=ended)
+        return t
+
+    first, second, third = trial(0, 0, 10), trial(1, 5, 20), trial(2, 12, 30)
+    stored, ended = replay.as_the_line_saw_it([first], [second, third])
+    # Trial 0's line: itself not yet told, trial 1 in flight on the other worker, trial 2 not begun.
+    assert [(t.number, t.state) for t in stored] == [(0, TrialState.RUNNING), (1, TrialState.RUNNING)]
+    assert (ended.number, ended.at, ended.state) == (0, first.datetime_complete, TrialState.COMPLETE)
+    assert first.state == TrialState.COMPLETE  # the study's own trials are left as they were
 
 
 def test_trial_overhead_runs_on_cpu(tmp_path):

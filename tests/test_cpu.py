@@ -316,6 +316,19 @@ def test_the_estimate_learns_the_studys_own_pruning_and_sees_a_trial_just_ended(
         assert seen.epochs_per_trial == estimate([*pruned_early, stored], 60, "cpu", 20).epochs_per_trial
 
 
+def test_under_jobs_a_trial_just_ended_still_counts_its_worker():
+    done = [_trial(TrialState.PRUNED, 2, 2.0) for _ in range(10)]
+    mine, other = _trial(TrialState.RUNNING, 0, 0.0), _trial(TrialState.RUNNING, 0, 0.0)
+    mine.number, other.number = 10, 11
+    stored = _trial(TrialState.PRUNED, 2, 2.0)
+    stored.number = 10
+    alone = estimate([*done, stored], 40, "cpu", 20)
+    # The line printed as trial 10 ends: in the storage it and trial 11 are still RUNNING.
+    shared = estimate([*done, mine, other], 40, "cpu", 20, just_finished=Ended(10, 2.0, 2, TrialState.PRUNED))
+    assert shared.remaining_seconds == pytest.approx(alone.remaining_seconds / 2, abs=1.0)
+    assert alone.remaining_seconds > 20
+
+
 def test_the_estimate_leaves_the_unjudged_first_trial_of_each_schedule_out_of_the_shares():
     schedules = CategoricalDistribution(["none", "step", "onecycle"])
 
