@@ -48,8 +48,8 @@ class Space:
     target: float  # the test accuracy a search must beat (a fraction)
     target_reason: str  # where the target comes from: the seed document's figure, or a stated goal
     max_params: int | None = None  # the family's cap on parameters, inclusive
-    # Model keys added after configs of this family were first exported, each with the value that
-    # means what a config without it meant: such a config still checks, builds and retrains.
+    # Keys added after configs of this family were first exported, each with the value that means
+    # what a config without it meant: such a config still checks, builds and retrains.
     defaults: Mapping[str, Any] = field(default_factory=dict)
 
     def budget(self, max_params: int | None = None, max_epochs: int | None = None) -> Budget:
@@ -228,8 +228,10 @@ def suggest_training(
     weight_decay: tuple[float, float] | None = None,
     label_smoothing: float = 0.0,
     augment: bool = False,
+    ema: Sequence[float] = (),
 ) -> Config:
-    """The training half of a config; conditional keys appear only where they matter."""
+    """The training half of a config; conditional keys appear only where they matter. ``ema``: the
+    weight-average decays to choose from (0 is none), or () to leave the key out."""
     config: Config = {
         "optimizer": _choose(trial, "optimizer", optimizers),
         "lr": trial.suggest_float("lr", *lr, log=True),
@@ -248,6 +250,8 @@ def suggest_training(
         config["label_smoothing"] = trial.suggest_float("label_smoothing", 0.0, label_smoothing)
     if augment:
         config["augment"] = trial.suggest_float("augment", 0.0, 1.0)
+    if ema:
+        config["ema"] = _choose(trial, "ema", ema)
     return config
 
 
