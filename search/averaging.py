@@ -14,7 +14,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 WARMUP_UPDATES = 10
-Tensors = tuple[torch.Tensor, ...] | list[torch.Tensor]  # as AveragedModel hands them over
+TensorList = tuple[torch.Tensor, ...] | list[torch.Tensor]  # as AveragedModel hands them over
 
 
 class WeightAverage(AveragedModel):
@@ -34,7 +34,7 @@ class WeightAverage(AveragedModel):
         self.updates += 1
 
     @torch.no_grad()
-    def _move(self, averaged: Tensors, current: Tensors, _: torch.Tensor | int) -> None:
+    def _move(self, averaged: TensorList, current: TensorList, _: torch.Tensor | int) -> None:
         # Called once per dtype: integer buffers (num_batches_tracked) are counters, copied as they are.
         if not torch.is_floating_point(averaged[0]):
             torch._foreach_copy_(averaged, current)
