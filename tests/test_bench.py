@@ -14,6 +14,7 @@ from optuna.trial import TrialState, create_trial
 
 from search import make_pruner
 from search.cpu import cpu_has_native_bf16
+from spaces import get_space
 from tests.conftest import DATA_DIR, REPO
 
 
@@ -257,3 +258,18 @@ def test_ab_pruner_arms_name_a_revision_and_get_distinct_safe_file_names():
     files = {ab.study_file(arm, 0) for arm in arms}
     assert len(files) == 4 and not any("/" in name for name in files)
     assert ab.study_file("origin/main@peers:1", 3) == "origin_main-peers1-s3.db"
+
+
+def test_ab_ema_pairs_the_live_weights_with_each_average_of_the_same_run(tmp_path):
+    config = tmp_path / "ffn.json"
+    config.write_text(json.dumps({"space": "ffn", "config": get_space("ffn").baselines[0] | {"epochs": 2}}))
+    out = subprocess.run(
+        [sys.executable, "bench/ab_ema.py", str(config), "--decays", "0.9", "0.99", "--seeds", "0",
+         "--data-dir", str(DATA_DIR), "--out", str(tmp_path / "e.json")],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    curves = json.loads((tmp_path / "e.json").read_text())["runs"]["0"]
+    assert set(curves) == {"live", "0.9", "0.99"} and all(len(c) == 2 for c in curves.values())
+    assert curves["live"] != curves["0.9"]  # an average of the run, not the live weights again
+    assert "vs live +0.000%" in out.stdout  # the live row against itself
