@@ -15,6 +15,10 @@ Each row also splits the error into its factors, and gives a ceiling:
   epoch, seconds outside training per trial) times the trials left: a one-pace estimate told the
   rates in hindsight. It is a reference, not a bound (another pace can land more points by
   chance); what it misses is the order the trials came in.
+
+A study run with ``--jobs`` is replayed as each line saw its storage (``as_the_line_saw_it``: the
+trials other workers had in flight still RUNNING), and the three reference columns are divided by
+the workers the estimate then counts.
 """
 
 from __future__ import annotations
