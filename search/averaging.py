@@ -26,7 +26,8 @@ class WeightAverage(AveragedModel):
             raise ValueError(f"an average's decay must be in (0, 1), got {decay}")
         super().__init__(model, multi_avg_fn=self._move, use_buffers=True)
         self.decay = decay
-        # Counted here, not read from the tensor AveragedModel keeps: reading it would sync a GPU every step.
+        # Counted here: the count AveragedModel hands to _move is a copy on the model's device,
+        # and reading it would sync a GPU.
         self.updates = 0
 
     def update_parameters(self, model: nn.Module) -> None:
